@@ -1,0 +1,50 @@
+"""Images as fields on a 2-D Grid: levels 0..L-1 scaled to [-1, 1] as x / (L - 1) * 2 - 1."""
+from __future__ import annotations
+
+import numpy as np
+
+from datamodules.field_maker import FieldMaker
+from datamodules.fields import Grid, Resolution
+from datamodules.sources.base import Source
+from datamodules.sources.imaging import resample_filter, resize_images
+
+
+def levels_to_unit(levels: np.ndarray, num_levels: int) -> np.ndarray:
+    """Integer levels 0..L-1 -> float32 in [-1, 1]."""
+    return (levels.astype(np.float32) * (2.0 / (num_levels - 1)) - 1.0).astype(np.float32)
+
+
+def unit_to_levels(values: np.ndarray, num_levels: int) -> np.ndarray:
+    """Values in [-1, 1] (clipped) -> the nearest level 0..L-1, uint8."""
+    levels = np.rint((np.clip(values, -1.0, 1.0) + 1.0) * ((num_levels - 1) / 2.0))
+    return levels.astype(np.uint8)
+
+
+class ImageGrid(FieldMaker):
+    """(M, H, W, C) uint8 images -> fields on Grid((h, w)); `resolution` (int or (h, w), None: the source's)
+    resizes with PIL (`resample`) only when it differs from the source's size. to_raw -> (M, h, w, C) uint8
+    levels."""
+
+    def __init__(self, source: Source, resolution: Resolution = None, resample: str = "lanczos"):
+        super().__init__(source)
+        if source.num_levels is None:
+            raise ValueError(f"ImageGrid needs a source of discrete levels; {type(source).__name__} is continuous")
+        self.resample = resample
+        resample_filter(resample)  # fail at construction on a bad name
+        self.shape = Grid(tuple(source.item_shape[:2])).resolve_shape(resolution)
+
+    @property
+    def domain(self) -> Grid:
+        return Grid(self.shape)
+
+    def to_values(self, items: np.ndarray) -> np.ndarray:
+        images = resize_images(self._items(items), self.shape, self.resample)
+        images = np.minimum(images, self.num_levels - 1)  # resampling filters overshoot past a 17-level top
+        return levels_to_unit(images, self.num_levels).reshape(len(images), -1, self.signal_dim)
+
+    def to_raw(self, values) -> np.ndarray:
+        values = self._values(values)
+        return unit_to_levels(values, self.num_levels).reshape(len(values), *self.shape, self.signal_dim)
+
+    def at_resolution(self, resolution: Resolution) -> "ImageGrid":
+        return ImageGrid(self.source, self.domain.resolve_shape(resolution), self.resample)

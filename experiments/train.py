@@ -1,0 +1,72 @@
+"""Train a method: `python experiments/train.py experiment=ddpm_digits [trainer=gpu] [-m hydra/launcher=slurm_a100]`.
+
+A run directory that already holds checkpoints/last.ckpt is resumed, so rerunning a killed command (or a SLURM
+requeue) continues where it stopped.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_modules.checkpointing import (AtomicCheckpointIO, check_config_matches, find_resume_checkpoint,
+                                             read_checkpoint)
+from lightning_modules.runtime import (instantiate_callbacks, instantiate_loggers, print_config_tree,
+                                       register_resolvers)
+
+log = logging.getLogger("fieldgen.train")
+register_resolvers()
+
+
+def build(cfg: DictConfig):
+    """Datamodule and method from the config; the method checks its domain here, before any data is read."""
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.method, domain=datamodule.domain.spec(), signal_dim=datamodule.signal_dim,
+                        num_levels=datamodule.num_levels)
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    return datamodule, model
+
+
+def resume_path(cfg: DictConfig, model) -> Optional[str]:
+    """The checkpoint to continue from (explicit ckpt_path, else the run dir's last.ckpt), checked against the config."""
+    path = cfg.ckpt_path or (find_resume_checkpoint(cfg.paths.output_dir) if cfg.resume else None)
+    if path is None:
+        return None
+    checkpoint = read_checkpoint(path)
+    check_config_matches(checkpoint, model, path)
+    log.info("resuming from %s (global step %d)", path, checkpoint.get("global_step", 0))
+    return str(path)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    print_config_tree(cfg, save_to=Path(cfg.paths.output_dir) / "config_tree.log")
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, model = build(cfg)
+    ckpt_path = resume_path(cfg, model)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_callbacks(cfg.get("callbacks")),
+                                     logger=instantiate_loggers(cfg.get("logger")) or False,
+                                     plugins=[AtomicCheckpointIO()])
+    for logger in trainer.loggers:
+        logger.log_hyperparams(model.run_config)
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.test:
+        trainer.test(model, datamodule=datamodule)  # the EMA weights: the averaging callback copies them in at fit end
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> Optional[float]:
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Diffusion Probabilistic Fields (Zhuang et al. 2023): a score field over context/query pairs on any domain."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from hydra.utils import instantiate
+
+from datamodules.fields import FieldBatch, canonical_coords
+from lightning_modules.diffusion_method import DiffusionMethod
+from lightning_modules.point_sampler import PointSampler
+
+
+def _gather_points(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (B, N, C) at index (B, M) -> (B, M, C)."""
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+class DPF(DiffusionMethod):
+    """Training is the paper's Algorithm 1, sampling its Algorithm 2, on query points at any resolution.
+
+    net: a score field `net(context_coords, context_values, query_coords, query_values, t) -> eps` (PerceiverIO,
+        Transformer encoder or MLP-mixer); its coord_dim, signal_dim and output size come from the data.
+    point_sampler: PointSampler arguments for training (num_context, num_query, replacement, same_points).
+    shared_noise_for_overlap: a point drawn as both context and query gets one noise draw (the sampler's view,
+        where context values are query values); false is the literal Algorithm 1 (independent eps_c, eps_q).
+    sampling_context: context points at sampling time (a random subset of the queries, fixed for the chain);
+        null = min(training context count, number of queries). Independent of the sampling resolution.
+    query_chunk_size: score this many queries at a time when sampling (memory; queries do not interact).
+    """
+
+    method_name = "dpf"
+    supported_domains = ("grid", "sphere", "latlon")
+    channel_dim = -1
+
+    def __init__(self, net: dict, point_sampler: dict, shared_noise_for_overlap: bool = False,
+                 sampling_context: Optional[int] = None, query_chunk_size: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        net = dict(net)
+        if net.get("coord_dim") not in (None, self.domain.coord_dim):
+            raise ValueError(
+                f"method.net.coord_dim={net['coord_dim']} does not match the {self.domain.name} domain's "
+                f"{self.domain.coord_dim}-D coordinates; remove it (it is read from the data) or use matching data")
+        net.update(coord_dim=self.domain.coord_dim, signal_dim=self.signal_dim, out_dim=self.out_channels,
+                   num_timesteps=self.diffusion.num_timesteps)
+        net.setdefault("coord_max_resolution", max(self.domain.shape))
+        self.net = instantiate(net)
+        self.point_sampler = PointSampler(**point_sampler)
+        self.point_sampler.check(self.domain.num_points)
+        self.shared_noise_for_overlap = shared_noise_for_overlap
+        self.sampling_context, self.query_chunk_size = sampling_context, query_chunk_size
+
+    def compute_losses(self, batch: FieldBatch) -> dict[str, torch.Tensor]:
+        context, query = self.point_sampler(batch)
+        t = self.sample_timesteps(batch.batch_size)
+        if self.shared_noise_for_overlap:
+            noise = torch.randn_like(batch.values)  # one draw per field point, read by both sets
+            context_noise, query_noise = _gather_points(noise, context.index), _gather_points(noise, query.index)
+        else:
+            context_noise, query_noise = torch.randn_like(context.values), torch.randn_like(query.values)
+        context_t = self.diffusion.q_sample(context.values, t, context_noise)
+
+        def denoise(query_t: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+            return self.net(context.coords, context_t, query.coords, query_t, step)
+
+        # the loss is on the query noise only (Algorithm 1, line 8)
+        return self.diffusion.training_losses(denoise, query.values, t, noise=query_noise)
+
+    def _score_queries(self, context_coords, context_values, query_coords, query_values, t) -> torch.Tensor:
+        """The score field on the queries, in chunks when asked (queries do not interact, so chunks are exact)."""
+        size = self.query_chunk_size or query_coords.shape[1]
+        return torch.cat([self.net(context_coords, context_values, query_coords[:, i:i + size],
+                                   query_values[:, i:i + size], t)
+                          for i in range(0, query_coords.shape[1], size)], dim=1)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, resolution=None,
+               progress: bool = False, num_context: Optional[int] = None, **sampler_overrides) -> FieldBatch:
+        """Algorithm 2 on the domain's coordinates at `resolution` (any resolution; default the training one)."""
+        domain = self.domain.at_resolution(resolution) if resolution is not None else self.domain
+        query_coords = canonical_coords(domain).to(self.device).expand(num_samples, -1, -1)
+        num_queries = query_coords.shape[1]
+        if self.point_sampler.same_points:  # paired backbones read every query as its own context
+            context_index = torch.arange(num_queries, device=self.device).expand(num_samples, -1)
+        else:
+            requested = num_context or self.sampling_context or min(
+                self.point_sampler.count(self.point_sampler.num_context, self.domain.num_points, "num_context"),
+                num_queries)
+            if requested > num_queries:
+                raise ValueError(f"num_context={requested} exceeds the {num_queries} query points at resolution "
+                                 f"{list(domain.shape)}; the context is a subset of the queries")
+            context_index = PointSampler(requested).draw(num_samples, num_queries, requested, self.device, generator)
+        context_coords = _gather_points(query_coords, context_index)
+
+        def denoise(query_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            # the context is re-read from the current query values at every step (Algorithm 2, line 7)
+            return self._score_queries(context_coords, _gather_points(query_t, context_index), query_coords,
+                                       query_t, t)
+
+        values = self.run_sampler(denoise, (num_samples, num_queries, self.signal_dim), generator=generator,
+                                  progress=progress, **sampler_overrides)
+        return FieldBatch(coords=query_coords, values=values, domain=domain)

@@ -1,0 +1,80 @@
+"""Tokens of a DPF score field: [Fourier(coords), noisy values, Fourier(t)] per point, shared by every backbone."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from networks.embeddings import FourierFeatures
+
+
+class FieldTokenizer(nn.Module):
+    """Turns (coords (B, N, coord_dim), values (B, N, signal_dim), t (B,)) into tokens (B, N, out_dim).
+
+    Timestep indices in [0, num_timesteps) are mapped linearly onto [-1, 1] (the paper does not say how) and
+    embedded with time_bands Fourier bands up to the Nyquist rate of the num_timesteps-step grid.
+    """
+
+    def __init__(
+        self,
+        coord_dim: int,
+        signal_dim: int,
+        coord_bands: int = 10,
+        coord_max_resolution: int = 64,
+        time_bands: int = 64,
+        num_timesteps: int = 1000,
+    ):
+        super().__init__()
+        if coord_dim < 1 or signal_dim < 1:
+            raise ValueError(f"a score field needs coord_dim >= 1 and signal_dim >= 1, got {coord_dim}, {signal_dim}")
+        if num_timesteps < 2:
+            raise ValueError(f"num_timesteps must be >= 2 to normalise t onto [-1, 1], got {num_timesteps}")
+        self.coord_dim = coord_dim
+        self.signal_dim = signal_dim
+        self.num_timesteps = num_timesteps
+        self.coord_features = FourierFeatures(coord_bands, coord_max_resolution)
+        self.time_features = FourierFeatures(time_bands, num_timesteps)
+        self.out_dim = self.coord_features.out_dim(coord_dim) + signal_dim + self.time_features.out_dim(1)
+
+    def check(self, coords: Tensor, values: Tensor, t: Tensor, name: str) -> None:
+        """Raise a ValueError that names what is wrong with one (coords, values, t) set."""
+        if coords.ndim != 3 or coords.shape[-1] != self.coord_dim:
+            raise ValueError(
+                f"score field was built with coord_dim={self.coord_dim} but {name}_coords has shape "
+                f"{tuple(coords.shape)} (expected (B, N, {self.coord_dim})); set the model's coord_dim to the "
+                f"domain's coord_dim (2-D grid: 2, 3-D grid: 3, sphere / lat-lon unit vectors: 3)"
+            )
+        if values.ndim != 3 or values.shape[-1] != self.signal_dim:
+            raise ValueError(
+                f"score field was built with signal_dim={self.signal_dim} but {name}_values has shape "
+                f"{tuple(values.shape)} (expected (B, N, {self.signal_dim})); set signal_dim to the data's channels"
+            )
+        if coords.shape[:2] != values.shape[:2]:
+            raise ValueError(
+                f"{name}_coords {tuple(coords.shape)} and {name}_values {tuple(values.shape)} must share (B, N)"
+            )
+        if coords.shape[1] == 0:
+            raise ValueError(f"{name} set is empty: a score field needs at least one {name} point")
+        if t.shape != (coords.shape[0],):
+            raise ValueError(f"t must hold one timestep per field, shape ({coords.shape[0]},); got {tuple(t.shape)}")
+
+    def forward(self, coords: Tensor, values: Tensor, t: Tensor) -> Tensor:
+        t_normalised = 2.0 * t.to(coords.dtype) / (self.num_timesteps - 1) - 1.0
+        time = self.time_features(t_normalised[:, None])
+        time = time[:, None, :].expand(-1, coords.shape[1], -1)
+        return torch.cat([self.coord_features(coords), values, time], dim=-1)
+
+
+def check_paired(context_coords: Tensor, query_coords: Tensor, network: str) -> None:
+    """Backbones that pair context token i with query token i (DPF Sect. D) need context points = query points."""
+    if context_coords.shape != query_coords.shape:
+        raise ValueError(
+            f"{network} pairs context token i with query token i (DPF Sect. D), so it needs context points = query "
+            f"points; got {context_coords.shape[1]} context and {query_coords.shape[1]} query points. Use the "
+            f"same points for both (context = query), or use PerceiverIO for independent context/query sets"
+        )
+    # a value check syncs with the device: skip it while tracing for torch.compile
+    if not torch.compiler.is_compiling() and not torch.equal(context_coords, query_coords):
+        raise ValueError(
+            f"{network} pairs context token i with query token i (DPF Sect. D), so context_coords must equal "
+            f"query_coords in the same order; they differ. Pass the query points as the context"
+        )

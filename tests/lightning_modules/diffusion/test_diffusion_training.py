@@ -1,0 +1,107 @@
+"""training_losses: keys, shapes, oracle zeros, the hybrid stop-gradient, and the bound's units."""
+import pytest
+import torch
+
+from lightning_modules.diffusion import GaussianDiffusion
+
+T = 40
+F64 = torch.float64
+
+
+def oracle(diffusion: GaussianDiffusion, x0: torch.Tensor, noise: torch.Tensor, variance: float = 0.0):
+    """The exact target of the diffusion's prediction type, plus a constant variance output when one is learned."""
+
+    def denoise_fn(x_t, t):
+        target = {
+            "eps": noise,
+            "x0": x0,
+            "v": diffusion.get_v(x0, noise, t),
+            "mu": diffusion.q_posterior_mean_variance(x0, x_t, t)[0],
+        }[diffusion.prediction_type]
+        if diffusion.learns_variance:
+            target = torch.cat([target, torch.full_like(target, variance)], dim=diffusion.channel_dim)
+        return target
+
+    return denoise_fn
+
+
+def data(shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randint(0, 256, shape, generator=g).to(F64) / 127.5 - 1.0
+    return x0, torch.randn(shape, dtype=F64, generator=g)
+
+
+@pytest.mark.parametrize(
+    "settings, keys",
+    [
+        (dict(loss_type="mse"), {"loss", "mse"}),
+        (dict(loss_type="kl"), {"loss", "vb"}),
+        (dict(loss_type="kl", variance_type="learned_range"), {"loss", "vb"}),
+        (dict(loss_type="hybrid", variance_type="learned_range"), {"loss", "mse", "vb"}),
+        (dict(loss_type="mse", variance_type="learned"), {"loss", "mse", "vb"}),
+    ],
+)
+def test_loss_keys_and_per_sample_shapes(settings, keys):
+    diffusion = GaussianDiffusion(num_timesteps=T, **settings)
+    x0, noise = data((3, 2, 4, 4))
+    net = torch.nn.Conv2d(2, 4 if diffusion.learns_variance else 2, 1).to(F64)
+    terms = diffusion.training_losses(lambda x, t: net(x), x0, torch.tensor([0, 5, T - 1]), noise=noise)
+    assert set(terms) == keys
+    assert all(value.shape == (3,) for value in terms.values())
+    terms["loss"].sum().backward()
+    assert net.weight.grad is not None and torch.isfinite(net.weight.grad).all()
+
+
+@pytest.mark.parametrize("prediction_type", ["eps", "x0", "v", "mu"])
+def test_oracle_model_has_zero_mse(prediction_type):
+    diffusion = GaussianDiffusion(num_timesteps=T, prediction_type=prediction_type)
+    x0, noise = data((4, 3, 2))
+    t = torch.tensor([0, 1, 20, T - 1])
+    terms = diffusion.training_losses(oracle(diffusion, x0, noise), x0, t, noise=noise)
+    assert torch.allclose(terms["mse"], torch.zeros(4, dtype=F64), atol=1e-20)
+
+
+@pytest.mark.parametrize("prediction_type", ["eps", "mu"])
+def test_kl_loss_with_oracle_is_zero_after_t0(prediction_type):
+    diffusion = GaussianDiffusion(num_timesteps=T, prediction_type=prediction_type, loss_type="kl")
+    x0, noise = data((4, 1, 4, 4), seed=1)
+    t = torch.tensor([0, 1, 17, T - 1])
+    terms = diffusion.training_losses(oracle(diffusion, x0, noise), x0, t, noise=noise)
+    assert torch.allclose(terms["vb"][1:], torch.zeros(3, dtype=F64), atol=1e-10)
+    assert terms["vb"][0] > 0  # the decoder's codelength of 8-bit data at t = 0
+    assert torch.allclose(terms["loss"], T * terms["vb"])
+
+
+def test_hybrid_bound_trains_only_the_variance():
+    """Stop-gradient on the mean: d loss / d mean-output is the MSE's gradient alone (Nichol & Dhariwal)."""
+    diffusion = GaussianDiffusion(num_timesteps=T, variance_type="learned_range", loss_type="hybrid", channel_dim=-1)
+    x0, noise = data((3, 5, 2), seed=2)  # a field (B, N, C)
+    output = torch.randn(3, 5, 4, dtype=F64, requires_grad=True)
+    terms = diffusion.training_losses(lambda x, t: output, x0, torch.tensor([0, 9, 30]), noise=noise)
+    mean_grad_mse = torch.autograd.grad(terms["mse"].sum(), output, retain_graph=True)[0].chunk(2, -1)[0]
+    mean_grad_total, variance_grad_total = torch.autograd.grad(terms["loss"].sum(), output)[0].chunk(2, -1)
+    assert torch.allclose(mean_grad_total, mean_grad_mse)
+    assert variance_grad_total.abs().sum() > 0
+    assert torch.allclose(terms["loss"], terms["mse"] + 1e-3 * T * terms["vb"])
+
+
+def test_mse_with_learned_variance_equals_hybrid():
+    x0, noise = data((2, 1, 4, 4), seed=3)
+    output = torch.randn(2, 2, 4, 4, dtype=F64)
+    t = torch.tensor([2, 11])
+    mse, hybrid = (
+        GaussianDiffusion(num_timesteps=T, variance_type="learned", loss_type=loss).training_losses(
+            lambda x, t: output, x0, t, noise=noise
+        )
+        for loss in ("mse", "hybrid")
+    )
+    assert all(torch.equal(mse[key], hybrid[key]) for key in ("loss", "mse", "vb"))
+
+
+def test_continuous_data_trains_with_the_bound_but_has_no_bits_per_dim():
+    diffusion = GaussianDiffusion(num_timesteps=T, loss_type="kl", num_levels=None)
+    x0, noise = data((2, 6, 3), seed=4)
+    terms = diffusion.training_losses(oracle(diffusion, x0, noise), x0, torch.tensor([0, 3]), noise=noise)
+    assert torch.isfinite(terms["loss"]).all()
+    with pytest.raises(ValueError, match="num_levels=None"):
+        diffusion.calc_bpd_loop(oracle(diffusion, x0, noise), x0)

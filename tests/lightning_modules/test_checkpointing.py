@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from lightning_modules.checkpointing import AtomicCheckpointIO, ConfigMismatchError, read_checkpoint
+
+
+def test_atomic_save_replaces_whole_files_only(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"global_step": 1}, path)
+    assert read_checkpoint(path)["global_step"] == 1
+    assert not list(path.parent.glob("*.tmp"))
+
+    def killed_mid_write(obj, f, *args, **kwargs):
+        f.write(b"partial bytes")
+        raise KeyboardInterrupt  # the process dies while writing
+
+    monkeypatch.setattr(torch, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"global_step": 2}, path)
+    monkeypatch.undo()
+    assert read_checkpoint(path)["global_step"] == 1  # the old checkpoint is whole
+
+
+def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        read_checkpoint(bad)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        read_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_config_mismatch_lists_the_differing_keys(tmp_path):
+    from lightning_modules.checkpointing import check_config_matches
+
+    class Module:
+        structural_hparams = ("net", "signal_dim")
+        hparams = {"net": {"base_channels": 64, "channel_mults": [1, 2]}, "signal_dim": 1}
+
+    checkpoint = {"fieldgen_method": f"{Module.__module__}.{Module.__qualname__}",
+                  "hyper_parameters": {"net": {"base_channels": 32, "channel_mults": [1, 2]}, "signal_dim": 1}}
+    with pytest.raises(ConfigMismatchError, match=r"net.base_channels: checkpoint 32, this run 64"):
+        check_config_matches(checkpoint, Module(), "x.ckpt")
+    checkpoint["hyper_parameters"]["net"]["base_channels"] = 64
+    check_config_matches(checkpoint, Module(), "x.ckpt")
+    checkpoint["fieldgen_method"] = "lightning_modules.dpf.DPF"
+    with pytest.raises(ConfigMismatchError, match="holds a lightning_modules.dpf.DPF model"):
+        check_config_matches(checkpoint, Module(), "x.ckpt")
