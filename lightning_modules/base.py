@@ -6,7 +6,7 @@ from typing import Any, Optional
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from datamodules.fields import Domain, FieldBatch
 
@@ -21,7 +21,7 @@ class DomainNotSupportedError(ValueError):
 
 def as_container(cfg: Any) -> Any:
     """Plain dicts/lists for hyper-parameters (checkpoints and W&B read them without omegaconf)."""
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, (DictConfig, ListConfig)) else cfg
 
 
 class FieldGenerativeModule(L.LightningModule):
@@ -60,6 +60,8 @@ class FieldGenerativeModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["fieldgen_method"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        # plain containers load under torch.load(weights_only=True), which Lightning uses when resuming
+        checkpoint["hyper_parameters"] = {k: as_container(v) for k, v in checkpoint["hyper_parameters"].items()}
         if self.run_config is not None:
             checkpoint["fieldgen_config"] = self.run_config
 

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import Logger
@@ -62,6 +63,17 @@ def print_config_tree(cfg: DictConfig, save_to: Optional[Path] = None) -> None:
         save_to.parent.mkdir(parents=True, exist_ok=True)
         with open(save_to, "w") as f:
             rich.print(tree, file=f)
+
+
+def instantiate_plainly(cfg: DictConfig, **kwargs):
+    """`hydra.utils.instantiate`, re-raising our own clear errors (bad data, wrong domain) as they are rather than
+    wrapped in Hydra's InstantiationException."""
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, (ValueError, FileNotFoundError)):
+            raise err.__cause__ from None
+        raise
 
 
 def instantiate_callbacks(cfg: Optional[DictConfig]) -> list[Callback]:

@@ -1,0 +1,152 @@
+"""Evaluation reports: a run's metrics.json + metrics.md, and side-by-side comparisons of runs.
+
+A run directory (what `experiments/evaluate.py` writes) holds `metrics.json`, `metrics.md` and its samples
+(`samples.npz` and/or `samples.png`). metrics.json schema ("fieldgen.metrics/1"):
+
+    {
+      "schema": "fieldgen.metrics/1",
+      "dataset": "digits",                      # required: runs are only compared on the same dataset
+      "metrics": {"fid[digits-cnn]": 3.2, ...}, # required: name -> number (null for NaN); image metrics carry
+                                                #   their extractor in brackets
+      "tables": {"rate_distortion": [{...}]},   # optional: named lists of rows (same keys in every row)
+      "created": "2026-11-22T10:00:00+00:00",
+      "num_levels": 17,                         # optional: grey levels of samples.npz "images" (default 256)
+      ...                                       # optional run info: checkpoint, method, num_samples, split, ...
+    }
+
+samples.npz holds "images" uint8 (N, H, W, C) for grid domains, and "coords" / "values" for every field.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+SCHEMA = "fieldgen.metrics/1"
+PathLike = Union[str, Path]
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Optional[Sequence[str]] = None) -> str:
+    """A GitHub markdown table of `rows` (dicts); columns default to the keys in first-seen order."""
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_format(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _json_number(value: Any) -> Any:
+    value = float(value)
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def write_metrics(metrics: Mapping[str, float], output_dir: PathLike, dataset: str,
+                  tables: Optional[Mapping[str, Sequence[Mapping[str, Any]]]] = None, **info: Any) -> Path:
+    """Write output_dir/metrics.json (schema above) and output_dir/metrics.md; returns the json path."""
+    if not dataset:
+        raise ValueError("write_metrics needs the dataset name: comparisons refuse runs on different datasets")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = {"schema": SCHEMA, "dataset": dataset, **info,
+              "metrics": {name: _json_number(value) for name, value in metrics.items()},
+              "tables": {name: [dict(row) for row in rows] for name, rows in (tables or {}).items()},
+              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    path = output_dir / "metrics.json"
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    lines = [f"# Evaluation: {dataset}\n"]
+    lines += [f"- {key}: {value}" for key, value in info.items()] + [""]
+    lines.append(markdown_table([{"metric": k, "value": v} for k, v in record["metrics"].items()]))
+    for name, rows in record["tables"].items():
+        lines += [f"\n## {name}\n", markdown_table(rows)]
+    (output_dir / "metrics.md").write_text("\n".join(lines))
+    return path
+
+
+def read_metrics(run_dir: PathLike) -> dict:
+    """A run's metrics.json, validated against the schema."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: a run directory is what experiments/evaluate.py writes "
+                                "(metrics.json + samples)")
+    record = json.loads(path.read_text())
+    missing = [key for key in ("dataset", "metrics") if key not in record]
+    if missing or not isinstance(record.get("metrics"), dict):
+        raise ValueError(f"{path} does not follow {SCHEMA}: missing {missing or ['metrics (a dict)']}")
+    return record
+
+
+def sample_strip(run_dir: PathLike, count: int = 8) -> Optional[np.ndarray]:
+    """The first `count` samples of a run side by side as one uint8 (H, W, C) image, from samples.npz's
+    "images" or else samples.png; None when the run has neither."""
+    run_dir = Path(run_dir)
+    npz = run_dir / "samples.npz"
+    if npz.is_file():
+        with np.load(npz) as data:
+            if "images" in data:
+                images = data["images"][:count]
+                if images.ndim == 3:
+                    images = images[..., None]
+                return np.concatenate(list(images), axis=1)
+    png = run_dir / "samples.png"
+    if png.is_file():
+        return np.asarray(Image.open(png).convert("RGB"))
+    return None
+
+
+def compare_runs(run_dirs: Sequence[PathLike], output_dir: PathLike, names: Optional[Sequence[str]] = None,
+                 samples_per_run: int = 8) -> dict[str, Path]:
+    """comparison.md (a table, one row per run) and comparison.png (a bar chart per metric, then a row of samples
+    per run) of runs evaluated on the same dataset."""
+    if not run_dirs:
+        raise ValueError("compare_runs needs at least one run directory")
+    records = [read_metrics(d) for d in run_dirs]
+    names = list(names) if names is not None else [Path(d).resolve().name for d in run_dirs]
+    datasets = {r["dataset"] for r in records}
+    if len(datasets) > 1:
+        listing = ", ".join(f"{n}: {r['dataset']}" for n, r in zip(names, records))
+        raise ValueError(f"runs are on different datasets ({listing}); compare runs of one dataset only")
+    metric_names = list(dict.fromkeys(k for r in records for k in r["metrics"]))
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rows = [{"run": n, **r["metrics"]} for n, r in zip(names, records)]
+    table = output_dir / "comparison.md"
+    table.write_text(f"# Comparison on {datasets.pop()}\n\n" + markdown_table(rows, ["run", *metric_names]))
+
+    strips = [sample_strip(d, samples_per_run) for d in run_dirs]
+    top_levels = [int(r.get("num_levels") or 256) - 1 for r in records]
+    columns = max(1, len(metric_names))
+    figure = Figure(figsize=(max(3.0 * columns, 8.0), 3.0 + 1.6 * len(run_dirs)), layout="constrained")
+    FigureCanvasAgg(figure)
+    grid = figure.add_gridspec(1 + len(run_dirs), columns, height_ratios=[2.0] + [1.0] * len(run_dirs))
+    for i, metric in enumerate(metric_names):
+        axis = figure.add_subplot(grid[0, i])
+        values = [r["metrics"].get(metric) for r in records]
+        axis.bar(range(len(names)), [np.nan if v is None else v for v in values],
+                 color=[f"C{j}" for j in range(len(names))])
+        axis.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        axis.set_title(metric, fontsize=9)
+    for j, (name, strip, top) in enumerate(zip(names, strips, top_levels)):
+        axis = figure.add_subplot(grid[1 + j, :])
+        axis.set_axis_off()
+        axis.set_title(name, fontsize=9, loc="left")
+        if strip is None:
+            axis.text(0.5, 0.5, "no samples.npz images or samples.png", ha="center", va="center")
+        else:
+            axis.imshow(strip.squeeze(-1) if strip.shape[-1] == 1 else strip, cmap="gray", vmin=0, vmax=top,
+                        interpolation="nearest")
+    image = output_dir / "comparison.png"
+    figure.savefig(image, dpi=100)
+    return {"table": table, "figure": image}

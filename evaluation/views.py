@@ -1,0 +1,125 @@
+"""Novel-view metrics: PSNR, SSIM (scikit-image, as pixelNeRF/DietNeRF) and LPIPS-VGG from local weights.
+
+Images are (N, H, W, C) or (H, W, C), uint8 or float in [0, 1]; every metric returns per-image values (N,).
+"""
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage.metrics import structural_similarity
+from torch import Tensor, nn
+
+ImageArray = Union[np.ndarray, Tensor]
+
+# torchvision's vgg16().features layout: channels per conv, "M" for max-pool; LPIPS taps relu1_2 ... relu5_3
+_VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+_LPIPS_TAPS = (4, 9, 16, 23, 30)  # end index (exclusive) of each slice in vgg16().features
+_LPIPS_CHANNELS = (64, 128, 256, 512, 512)
+
+
+def _to_float_images(images: ImageArray, name: str) -> Tensor:
+    """(N, H, W, C) float64 in [0, 1] from uint8 or float input."""
+    images = torch.as_tensor(np.asarray(images) if not isinstance(images, Tensor) else images).detach().cpu()
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4:
+        raise ValueError(f"{name} must be (N, H, W, C) or (H, W, C), got shape {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.double() / 255
+    images = images.double()
+    if images.min() < 0 or images.max() > 1:
+        raise ValueError(f"float {name} must lie in [0, 1], got [{float(images.min()):.3g}, {float(images.max()):.3g}]"
+                         "; map [-1, 1] values with (x + 1) / 2")
+    return images
+
+
+def _pair(pred: ImageArray, target: ImageArray) -> tuple[Tensor, Tensor]:
+    pred, target = _to_float_images(pred, "pred"), _to_float_images(target, "target")
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    return pred, target
+
+
+def psnr(pred: ImageArray, target: ImageArray) -> Tensor:
+    """Per-image peak signal-to-noise ratio in dB for data range 1."""
+    pred, target = _pair(pred, target)
+    mse = (pred - target).square().flatten(1).mean(1)
+    return -10 * torch.log10(mse)
+
+
+def ssim(pred: ImageArray, target: ImageArray) -> Tensor:
+    """Per-image SSIM with scikit-image's defaults (7x7 uniform window), as pixelNeRF's evaluation code."""
+    pred, target = _pair(pred, target)
+    # one call per image: skimage works on single images, and this matches the papers' numbers exactly
+    return torch.tensor([structural_similarity(p.numpy(), t.numpy(), channel_axis=-1, data_range=1.0)
+                         for p, t in zip(pred, target)], dtype=torch.float64)
+
+
+def _vgg16_features() -> nn.Sequential:
+    layers, channels = [], 3
+    for item in _VGG16_LAYOUT:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU(inplace=False)]
+            channels = item
+    return nn.Sequential(*layers)
+
+
+class LPIPSVGG(nn.Module):
+    """LPIPS (Zhang et al. 2018) on VGG16: unit-normalised activations at five depths, squared differences
+    weighted by learned 1x1 linear layers, spatially averaged and summed."""
+
+    # torchmetrics' LPIPS builds its VGG through torchvision, which does not install here; this module reads
+    # torchvision-format VGG16 weights from a local file and torchmetrics' bundled linear layers.
+
+    def __init__(self, backbone_weights: Union[str, Path], linear_weights: Optional[Union[str, Path]] = None):
+        super().__init__()
+        backbone_weights = Path(backbone_weights)
+        if not backbone_weights.is_file():
+            raise FileNotFoundError(
+                f"LPIPS needs local VGG16 weights in torchvision format (vgg16-397923af.pth, keys 'features.N.*'); "
+                f"{backbone_weights} does not exist. Download it on a connected machine from "
+                "https://download.pytorch.org/models/vgg16-397923af.pth and pass its path.")
+        self.features = _vgg16_features()
+        state = torch.load(backbone_weights, map_location="cpu", weights_only=True)
+        state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+        self.features.load_state_dict(state)
+        if linear_weights is None:
+            linear_weights = importlib.resources.files("torchmetrics.functional.image") / "lpips_models" / "vgg.pth"
+        linear = torch.load(linear_weights, map_location="cpu", weights_only=True)
+        self.linear = nn.ParameterList([nn.Parameter(linear[f"lin{i}.model.1.weight"], requires_grad=False)
+                                        for i in range(len(_LPIPS_CHANNELS))])
+        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
+        self.requires_grad_(False).eval()
+
+    def _activations(self, x: Tensor) -> list[Tensor]:
+        x, outputs, start = (x - self.shift) / self.scale, [], 0
+        for end in _LPIPS_TAPS:
+            x = self.features[start:end](x)
+            outputs.append(x / (x.square().sum(1, keepdim=True) + 1e-8).sqrt())  # as torchmetrics
+            start = end
+        return outputs
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """(N, 3, H, W) images in [-1, 1] -> (N,) distances."""
+        pairs = zip(self._activations(pred), self._activations(target), self.linear)
+        return sum(F.conv2d((a - b).square(), weight).mean((1, 2, 3)) for a, b, weight in pairs)
+
+
+def lpips(pred: ImageArray, target: ImageArray, model: LPIPSVGG, batch_size: int = 32) -> Tensor:
+    """Per-image LPIPS-VGG distance with a loaded `LPIPSVGG`, batched on the model's device."""
+    pred, target = _pair(pred, target)
+    if pred.shape[-1] not in (1, 3):
+        raise ValueError(f"LPIPS wants 1- or 3-channel images, got {pred.shape[-1]} channels")
+    device = next(model.parameters()).device
+    to_input = lambda x: (x.permute(0, 3, 1, 2).float().expand(-1, 3, -1, -1) * 2 - 1).to(device)  # noqa: E731
+    with torch.no_grad():
+        return torch.cat([model(to_input(p), to_input(t)).double().cpu()
+                          for p, t in zip(pred.split(batch_size), target.split(batch_size))])

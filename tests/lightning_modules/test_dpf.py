@@ -1,0 +1,119 @@
+import pytest
+import torch
+from torch import nn
+
+from datamodules.fields import FieldBatch, Grid, Sphere
+from lightning_modules.dpf import DPF
+
+TINY_NET = {"_target_": "networks.score_fields.PerceiverIO", "num_latents": 4, "latent_dim": 16, "num_blocks": 1,
+            "self_attends_per_block": 1, "num_decoder_blocks": 1, "coord_bands": 4, "time_bands": 8}
+DIFFUSION = {"_target_": "lightning_modules.diffusion.GaussianDiffusion", "num_timesteps": 10,
+             "variance_type": "fixed_large"}
+
+
+def make_dpf(domain=Grid((4, 4)), net=TINY_NET, **overrides):
+    kwargs = dict(net=net, point_sampler={"num_context": 6, "num_query": 8}, diffusion=DIFFUSION,
+                  sampler={"name": "ancestral"}, optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
+                  domain=domain.spec(), signal_dim=1, num_levels=256)
+    kwargs.update(overrides)
+    torch.manual_seed(0)
+    return DPF(**kwargs)
+
+
+def fields(b=3, domain=Grid((4, 4))):
+    return FieldBatch.from_values(torch.rand(b, domain.num_points, 1, generator=torch.Generator().manual_seed(1)) * 2 - 1,
+                                  domain)
+
+
+class ZeroScore(nn.Module):
+    """A score field that predicts zero noise and records what it was given."""
+
+    coord_dim = 2
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(()))
+        self.calls = []
+
+    def forward(self, context_coords, context_values, query_coords, query_values, t):
+        self.calls.append((context_coords, context_values, query_coords, query_values, t))
+        return torch.zeros_like(query_values) + self.weight
+
+
+def test_loss_is_on_query_noise_only(monkeypatch):
+    model = make_dpf(net={"_target_": f"{__name__}.ZeroScore"})
+    noises = []
+    real_randn_like = torch.randn_like
+    monkeypatch.setattr(torch, "randn_like", lambda x: noises.append(real_randn_like(x)) or noises[-1])
+    losses = model.compute_losses(fields())
+    context_noise, query_noise = noises
+    assert context_noise.shape == (3, 6, 1) and query_noise.shape == (3, 8, 1)
+    # a zero prediction leaves exactly the query noise in the loss; the context noise never enters it
+    assert torch.allclose(losses["loss"], query_noise.pow(2).mean(dim=(1, 2)))
+    context_coords, context_values, query_coords, query_values, t = model.net.calls[0]
+    assert context_values.shape == (3, 6, 1) and query_values.shape == (3, 8, 1)
+
+
+def test_shared_noise_gives_overlapping_points_one_draw():
+    model = make_dpf(net={"_target_": f"{__name__}.ZeroScore"}, shared_noise_for_overlap=True,
+                     point_sampler={"num_context": 16, "num_query": 16})
+    batch = fields()
+    model.compute_losses(batch)
+    context_coords, context_values, query_coords, query_values, t = model.net.calls[0]
+    # every point is in both sets; the noisy values at the same coordinate agree
+    order_c = context_coords[..., 0] * 10 + context_coords[..., 1]
+    order_q = query_coords[..., 0] * 10 + query_coords[..., 1]
+    sorted_c = torch.gather(context_values, 1, order_c.argsort(1).unsqueeze(-1))
+    sorted_q = torch.gather(query_values, 1, order_q.argsort(1).unsqueeze(-1))
+    assert torch.allclose(sorted_c, sorted_q)
+
+
+def test_resolution_free_sampling_on_the_requested_grid():
+    model = make_dpf()
+    for resolution in (None, 8, (3, 5)):
+        out = model.sample(2, generator=torch.Generator().manual_seed(0), resolution=resolution)
+        domain = Grid((4, 4)).at_resolution(resolution)
+        assert out.values.shape == (2, domain.num_points, 1)
+        assert torch.equal(out.coords[0], domain.coords()) and out.domain == domain
+        assert out.values.abs().max() <= 1.0 + 1e-6
+
+
+def test_sampling_context_is_a_fixed_subset_reread_every_step():
+    model = make_dpf(net={"_target_": f"{__name__}.ZeroScore"})
+    model.sample(2, generator=torch.Generator().manual_seed(0), resolution=8, num_context=5)
+    calls = model.net.calls
+    assert len(calls) == 10  # one score evaluation per step
+    first_coords = calls[0][0]
+    assert first_coords.shape == (2, 5, 2) and all(torch.equal(c[0], first_coords) for c in calls)
+    for context_coords, context_values, query_coords, query_values, t in calls:
+        # context values are the current query values at the context coordinates
+        match = (context_coords.unsqueeze(2) == query_coords.unsqueeze(1)).all(-1)
+        assert torch.allclose(context_values, torch.einsum("bcq,bqd->bcd", match.float(), query_values))
+    with pytest.raises(ValueError, match="exceeds the 64 query points"):
+        model.sample(1, resolution=8, num_context=65)
+
+
+def test_sphere_coordinates_enter_as_unit_vectors():
+    model = make_dpf(domain=Sphere((4, 4)))
+    out = model.sample(1, generator=torch.Generator().manual_seed(0), resolution=8)
+    assert out.values.shape == (1, 64, 1)
+    assert torch.allclose(out.coords.norm(dim=-1), torch.ones(1, 64))
+
+
+def test_seeded_sampling_golden_values():
+    model = make_dpf().eval()
+    out = model.sample(2, generator=torch.Generator().manual_seed(0)).values
+    assert out.shape == (2, 16, 1)
+    torch.testing.assert_close(out.sum(), torch.tensor(GOLDEN_SUM), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[0, :3, 0], torch.tensor(GOLDEN_FIRST), atol=1e-5, rtol=0)
+
+
+GOLDEN_SUM = -3.5740749835968018  # seeded init (torch.manual_seed(0)), generator seed 0, T=10
+GOLDEN_FIRST = [-0.9045136570930481, -0.17187093198299408, -0.6693211793899536]
+
+
+def test_config_time_errors():
+    with pytest.raises(ValueError, match="replacement=true"):
+        make_dpf(point_sampler={"num_context": 17, "num_query": 8})
+    with pytest.raises(ValueError, match="coord_dim=2 does not match the sphere"):
+        make_dpf(domain=Sphere((4, 4)), net={**TINY_NET, "coord_dim": 2})
