@@ -41,11 +41,11 @@ class FieldDataModule(L.LightningDataModule):
     split ("all") is cut into train/val/test by `val_fraction` and `test_fraction`.
     """
 
-    def __init__(self, field_maker, batch_size: int = 64, num_workers: int = 0, val_fraction: float = 0.1,
+    def __init__(self, field_maker, name: str = "fields", batch_size: int = 64, num_workers: int = 0, val_fraction: float = 0.1,
                  test_fraction: float = 0.1, seed: int = 0, flip: bool = False, pin_memory: bool = False,
                  max_items: Optional[int] = None):
         super().__init__()
-        self.field_maker = field_maker
+        self.field_maker, self.name = field_maker, name
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.flip, self.max_items = flip, max_items

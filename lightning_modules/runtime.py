@@ -37,6 +37,15 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, fn)
 
 
+def resolve_device(name: str) -> "torch.device":
+    """`auto` picks the GPU when there is one."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def wandb_needs_offline() -> bool:
     """No API key anywhere: W&B would raise at start, so the run logs offline (`wandb sync` uploads later)."""
     if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):

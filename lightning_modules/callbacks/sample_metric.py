@@ -1,5 +1,5 @@
-"""Optional training callback: every N validation epochs, on rank 0 only, sample a few images and log a cheap
-image metric (e.g. "sample/fid[digits-cnn]").
+"""Optional training callback: every N epochs, on rank 0 only, sample a few images and log a cheap image metric
+(e.g. "sample/fid[digits-cnn]").
 
 It relies only on the method-independent contract: `sample(num_samples, generator=..., **sampler) -> FieldBatch`
 of values in [-1, 1] (from the EMA weights when a weight-averaging callback holds them, as SampleGrid), and the
@@ -13,32 +13,33 @@ from typing import Callable, Optional
 
 import lightning as L
 import numpy as np
-import torch
-from lightning.pytorch.callbacks import Callback
 
 from evaluation.extractors import FeatureExtractor, default_extractor_name, get_extractor
 from evaluation.reference_stats import as_uint8_images
 from evaluation.sample_metrics import check_metrics, score_samples
-from lightning_modules.callbacks.ema import averaged_module
+from datamodules.fields import FieldBatch
+from lightning_modules.callbacks.periodic_sampling import PeriodicSampling
 
 log = logging.getLogger(__name__)
 
 
-class SampleMetric(Callback):
+class SampleMetric(PeriodicSampling):
     """Scores `num_samples` fixed-seed samples against at most `max_reference` images of the datamodule's
-    `reference_split` with `metric` on `extractor` (None: the default of `dataset`, which also keys the cache)."""
+    `reference_split` with `metric` on `extractor` (None: the default of `dataset`, which also keys the cache);
+    see PeriodicSampling for when."""
 
     def __init__(self, dataset: str, metric: str = "fid", every_n_epochs: int = 10, num_samples: int = 256,
                  extractor: Optional[str] = None, reference_split: str = "train",
                  max_reference: Optional[int] = 2000, seed: int = 0, sampler: Optional[dict] = None,
                  extractor_kwargs: Optional[dict] = None, prefix: str = "sample/"):
         check_metrics([metric])
-        if every_n_epochs < 1 or num_samples < 2:
-            raise ValueError(f"every_n_epochs must be >= 1 and num_samples >= 2, got {every_n_epochs}, {num_samples}")
-        self.dataset, self.metric, self.every_n_epochs, self.num_samples = dataset, metric, every_n_epochs, num_samples
+        if num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2 for a sample metric, got {num_samples}")
+        super().__init__(num_samples, seed, every_n_epochs, sampler)
+        self.dataset, self.metric = dataset, metric
         self.extractor_name = extractor or default_extractor_name(dataset)
-        self.extractor_kwargs, self.sampler = dict(extractor_kwargs or {}), dict(sampler or {})
-        self.reference_split, self.max_reference, self.seed, self.prefix = reference_split, max_reference, seed, prefix
+        self.extractor_kwargs = dict(extractor_kwargs or {})
+        self.reference_split, self.max_reference, self.prefix = reference_split, max_reference, prefix
         self._extractor: Optional[FeatureExtractor] = None
 
     def _reference(self, datamodule) -> tuple[str, Callable[[], np.ndarray]]:
@@ -54,20 +55,12 @@ class SampleMetric(Callback):
         if trainer.is_global_zero and self._extractor is None:  # may train a classifier: not inside validation
             self._extractor = get_extractor(self.extractor_name, device=pl_module.device, **self.extractor_kwargs)
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.fast_dev_run or not trainer.is_global_zero:
-            return
-        if (trainer.current_epoch + 1) % self.every_n_epochs:
-            return
+    def on_samples(self, trainer: L.Trainer, pl_module: L.LightningModule, fields: FieldBatch) -> None:
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "field_maker"):
             raise RuntimeError("SampleMetric needs a FieldDataModule (with field_maker) passed to trainer.fit")
         if self._extractor is None:
             self._extractor = get_extractor(self.extractor_name, device=pl_module.device, **self.extractor_kwargs)
-        module = averaged_module(trainer, pl_module)
-        generator = torch.Generator(device=module.device).manual_seed(self.seed)
-        with torch.no_grad():
-            fields = module.sample(self.num_samples, generator=generator, **self.sampler)
         maker, resolution = datamodule.field_maker, tuple(fields.domain.shape)
         if resolution != tuple(maker.domain.shape):  # sampled at another resolution: decode there, resize the reference
             maker = maker.at_resolution(resolution)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from einops.layers.torch import Rearrange
 from torch import Tensor, nn
 
-from networks.score_fields.tokens import FieldTokenizer, check_paired
+from networks.score_fields.tokens import PairedScoreField
 
 
 def mlp(dim: int, hidden_dim: int, dropout: float) -> nn.Sequential:
@@ -40,62 +39,26 @@ class MixerBlock(nn.Module):
         return x + self.channel_mixing(x)
 
 
-class MLPMixerField(nn.Module):
+class MLPMixerField(PairedScoreField):
     """DPF score field over num_points paired context/query points -> predicted noise (B, num_points, out_dim)."""
 
-    def __init__(
-        self,
-        coord_dim: int,
-        signal_dim: int,
-        out_dim: Optional[int] = None,
-        coord_bands: int = 10,
-        coord_max_resolution: int = 64,
-        time_bands: int = 64,
-        num_timesteps: int = 1000,
-        *,
-        num_points: int,
-        token_mlp_dim: int,
-        channel_mlp_dim: int,
-        dim: int = 512,
-        depth: int = 12,
-        dropout: float = 0.0,
-    ):
-        super().__init__()
+    def __init__(self, coord_dim: int, signal_dim: int, out_dim: Optional[int] = None, *, num_points: int,
+                 token_mlp_dim: int, channel_mlp_dim: int, dim: int = 512, depth: int = 12, dropout: float = 0.0,
+                 **tokens):
         if min(num_points, token_mlp_dim, channel_mlp_dim, dim, depth) < 1:
             raise ValueError("MLPMixerField needs num_points, token_mlp_dim, channel_mlp_dim, dim and depth >= 1")
-        self.tokenizer = FieldTokenizer(
-            coord_dim, signal_dim, coord_bands, coord_max_resolution, time_bands, num_timesteps
-        )
-        self.coord_dim = coord_dim
-        self.signal_dim = signal_dim
-        self.out_dim = out_dim or signal_dim
+        super().__init__(coord_dim, signal_dim, out_dim, dim=dim, **tokens)
         self.num_points = num_points
-        token_dim = self.tokenizer.out_dim
-        self.input_proj = nn.Linear(token_dim, dim)
         self.blocks = nn.Sequential(
             *(MixerBlock(num_points, dim, token_mlp_dim, channel_mlp_dim, dropout) for _ in range(depth))
         )
         self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim + token_dim, self.out_dim)
 
-    def forward(
-        self,
-        context_coords: Tensor,
-        context_values: Tensor,
-        query_coords: Tensor,
-        query_values: Tensor,
-        t: Tensor,
-    ) -> Tensor:
-        self.tokenizer.check(context_coords, context_values, t, "context")
-        self.tokenizer.check(query_coords, query_values, t, "query")
-        for name, coords in (("context", context_coords), ("query", query_coords)):
-            if coords.shape[1] != self.num_points:
-                raise ValueError(
-                    f"the MLP-mixer needs a fixed point count: this one was built with num_points={self.num_points} "
-                    f"but got {coords.shape[1]} {name} points. Sample exactly {self.num_points} points (context = "
-                    f"query) or rebuild it with num_points={coords.shape[1]}"
-                )
-        check_paired(context_coords, query_coords, "MLPMixerField")
-        latents = self.norm(self.blocks(self.input_proj(self.tokenizer(context_coords, context_values, t))))
-        queries = self.tokenizer(query_coords, query_values, t)
-        return self.head(torch.cat([latents, queries], dim=-1))
+    def encode(self, context: Tensor) -> Tensor:
+        if context.shape[1] != self.num_points:
+            raise ValueError(
+                f"the MLP-mixer needs a fixed point count: this one was built with num_points={self.num_points} "
+                f"but got {context.shape[1]} points. Sample exactly {self.num_points} points (context = query) "
+                f"or rebuild it with num_points={context.shape[1]}"
+            )
+        return self.norm(self.blocks(context))

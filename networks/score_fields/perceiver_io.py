@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from networks.score_fields.tokens import FieldTokenizer
+from networks.score_fields.tokens import ScoreField
 
 
 class Attention(nn.Module):
@@ -105,7 +105,7 @@ class AttentionLayer(nn.Module):
         return x + self.mlp(x)
 
 
-class PerceiverIO(nn.Module):
+class PerceiverIO(ScoreField):
     """DPF score field: (context pairs, query pairs, t) -> predicted noise (B, Nq, out_dim) at the queries.
 
     qk_channels / v_channels set the attention width of every layer (default: the query stream's width, latent_dim);
@@ -113,39 +113,16 @@ class PerceiverIO(nn.Module):
     dropout applies to attention weights and MLP outputs.
     """
 
-    def __init__(
-        self,
-        coord_dim: int,
-        signal_dim: int,
-        out_dim: Optional[int] = None,
-        coord_bands: int = 10,
-        coord_max_resolution: int = 64,
-        time_bands: int = 64,
-        num_timesteps: int = 1000,
-        *,
-        num_latents: int = 512,
-        latent_dim: int = 512,
-        num_blocks: int = 12,
-        self_attends_per_block: int = 2,
-        num_cross_heads: int = 4,
-        num_self_heads: int = 4,
-        num_decoder_blocks: int = 4,
-        widening_factor: int = 1,
-        qk_channels: Optional[int] = None,
-        v_channels: Optional[int] = None,
-        dropout: float = 0.0,
-    ):
-        super().__init__()
+    def __init__(self, coord_dim: int, signal_dim: int, out_dim: Optional[int] = None, *, num_latents: int = 512,
+                 latent_dim: int = 512, num_blocks: int = 12, self_attends_per_block: int = 2,
+                 num_cross_heads: int = 4, num_self_heads: int = 4, num_decoder_blocks: int = 4,
+                 widening_factor: int = 1, qk_channels: Optional[int] = None, v_channels: Optional[int] = None,
+                 dropout: float = 0.0, **tokens):
         if min(num_latents, latent_dim, num_blocks, num_decoder_blocks, widening_factor) < 1:
             raise ValueError(
                 "PerceiverIO needs num_latents, latent_dim, num_blocks, num_decoder_blocks and widening_factor >= 1"
             )
-        self.tokenizer = FieldTokenizer(
-            coord_dim, signal_dim, coord_bands, coord_max_resolution, time_bands, num_timesteps
-        )
-        self.coord_dim = coord_dim
-        self.signal_dim = signal_dim
-        self.out_dim = out_dim or signal_dim
+        super().__init__(coord_dim, signal_dim, out_dim, **tokens)
         token_dim = self.tokenizer.out_dim
 
         def layer(context_dim: Optional[int], heads: int) -> AttentionLayer:
@@ -163,23 +140,13 @@ class PerceiverIO(nn.Module):
         self.decoder_blocks = nn.ModuleList(layer(latent_dim, num_cross_heads) for _ in range(num_decoder_blocks))
         self.head = nn.Sequential(nn.LayerNorm(latent_dim), nn.Linear(latent_dim, self.out_dim))
 
-    def forward(
-        self,
-        context_coords: Tensor,
-        context_values: Tensor,
-        query_coords: Tensor,
-        query_values: Tensor,
-        t: Tensor,
-    ) -> Tensor:
-        self.tokenizer.check(context_coords, context_values, t, "context")
-        self.tokenizer.check(query_coords, query_values, t, "query")
-        context = self.tokenizer(context_coords, context_values, t)
+    def score(self, context_coords: Tensor, context: Tensor, query_coords: Tensor, queries: Tensor) -> Tensor:
         latents = self.latents.expand(context.shape[0], -1, -1)
         for cross_attention, *self_attentions in self.encoder_blocks:
             latents = cross_attention(latents, context)
             for self_attention in self_attentions:
                 latents = self_attention(latents)
-        queries = self.query_proj(self.tokenizer(query_coords, query_values, t))
+        queries = self.query_proj(queries)
         for block in self.decoder_blocks:
             queries = block(queries, latents)
         return self.head(queries)

@@ -1,5 +1,8 @@
-"""Tokens of a DPF score field: [Fourier(coords), noisy values, Fourier(t)] per point, shared by every backbone."""
+"""What every DPF score field shares: tokens [Fourier(coords), noisy values, Fourier(t)] per point, their checks,
+and the paired read-out of the Transformer and MLP-mixer backbones."""
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -78,3 +81,51 @@ def check_paired(context_coords: Tensor, query_coords: Tensor, network: str) -> 
             f"{network} pairs context token i with query token i (DPF Sect. D), so context_coords must equal "
             f"query_coords in the same order; they differ. Pass the query points as the context"
         )
+
+
+class ScoreField(nn.Module):
+    """Base of the score fields: `forward(context_coords, context_values, query_coords, query_values, t)` returns
+    the predicted noise (B, Nq, out_dim); subclasses implement `score(context_tokens, query_tokens)`."""
+
+    def __init__(
+        self,
+        coord_dim: int,
+        signal_dim: int,
+        out_dim: Optional[int] = None,
+        coord_bands: int = 10,
+        coord_max_resolution: int = 64,
+        time_bands: int = 64,
+        num_timesteps: int = 1000,
+    ):
+        super().__init__()
+        self.tokenizer = FieldTokenizer(coord_dim, signal_dim, coord_bands, coord_max_resolution, time_bands,
+                                        num_timesteps)
+        self.coord_dim, self.signal_dim, self.out_dim = coord_dim, signal_dim, out_dim or signal_dim
+
+    def score(self, context_coords: Tensor, context: Tensor, query_coords: Tensor, queries: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, context_coords: Tensor, context_values: Tensor, query_coords: Tensor, query_values: Tensor,
+                t: Tensor) -> Tensor:
+        self.tokenizer.check(context_coords, context_values, t, "context")
+        self.tokenizer.check(query_coords, query_values, t, "query")
+        return self.score(context_coords, self.tokenizer(context_coords, context_values, t), query_coords,
+                          self.tokenizer(query_coords, query_values, t))
+
+
+class PairedScoreField(ScoreField):
+    """A backbone that encodes the context tokens in place; DPF Sect. D: "the resulting latents are concatenated
+    with the corresponding query pairs and fed to a linear projection layer" (context point i = query point i)."""
+
+    def __init__(self, coord_dim: int, signal_dim: int, out_dim: Optional[int] = None, *, dim: int, **tokens):
+        super().__init__(coord_dim, signal_dim, out_dim, **tokens)
+        self.input_proj = nn.Linear(self.tokenizer.out_dim, dim)
+        self.head = nn.Linear(dim + self.tokenizer.out_dim, self.out_dim)
+
+    def encode(self, context: Tensor) -> Tensor:
+        """(B, N, dim) latents of the projected context tokens."""
+        raise NotImplementedError
+
+    def score(self, context_coords: Tensor, context: Tensor, query_coords: Tensor, queries: Tensor) -> Tensor:
+        check_paired(context_coords, query_coords, type(self).__name__)
+        return self.head(torch.cat([self.encode(self.input_proj(context)), queries], dim=-1))

@@ -1,17 +1,12 @@
 """MLP-mixer score field: shape, fixed point count and pairing errors, token mixing."""
 import pytest
 import torch
+from score_field_inputs import field
 
 from networks.score_fields import MLPMixerField
 
 TINY = dict(coord_bands=4, time_bands=8, num_timesteps=100, num_points=9, dim=16, depth=2, token_mlp_dim=8,
             channel_mlp_dim=32)
-
-
-def field(batch: int, points: int, coord_dim: int = 2, signal_dim: int = 3, seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    coords = torch.rand(batch, points, coord_dim, generator=generator) * 2 - 1
-    return coords, torch.randn(batch, points, signal_dim, generator=generator)
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,12 @@
 """PerceiverIO score field: set invariances, query independence, resolution-free shapes, errors, parameter counts."""
 import pytest
 import torch
+from score_field_inputs import field
 
 from networks.score_fields import PerceiverIO
 
 TINY = dict(coord_bands=4, time_bands=8, num_timesteps=100, num_latents=8, latent_dim=32, num_blocks=2,
             self_attends_per_block=1, num_cross_heads=2, num_self_heads=2, num_decoder_blocks=2)
-
-
-def field(batch: int, points: int, coord_dim: int = 2, signal_dim: int = 3, seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    coords = torch.rand(batch, points, coord_dim, generator=generator) * 2 - 1
-    return coords, torch.randn(batch, points, signal_dim, generator=generator)
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,11 @@
 """Transformer-encoder score field: shape, pairing errors, permutation equivariance, context mixing."""
 import pytest
 import torch
+from score_field_inputs import field
 
 from networks.score_fields import TransformerEncoderField
 
 TINY = dict(coord_bands=4, time_bands=8, num_timesteps=100, dim=16, depth=2, heads=2)
-
-
-def field(batch: int, points: int, coord_dim: int = 2, signal_dim: int = 3, seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    coords = torch.rand(batch, points, coord_dim, generator=generator) * 2 - 1
-    return coords, torch.randn(batch, points, signal_dim, generator=generator)
 
 
 @pytest.fixture(scope="module")

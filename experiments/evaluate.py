@@ -1,0 +1,144 @@
+"""Evaluate on the paper metrics: `python experiments/evaluate.py ckpt_path=PATH output_dir=DIR [metrics=[...]]`.
+
+Also scores any tool's samples (`samples=PATH.npz data=NAME`) and compares evaluated runs (`compare=[DIR,...]`).
+Writes DIR/metrics.json and DIR/metrics.md; names carry their feature extractor, e.g. `fid[digits-cnn]`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import hydra
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from evaluation.geometry import coverage_mmd, surface_point_clouds
+from evaluation.likelihood import aggregate_bpd, rate_distortion_table
+from evaluation.reference_stats import as_uint8_images
+from evaluation.report import compare_runs, write_metrics
+from evaluation.sample_metrics import METRICS as IMAGE_METRICS, score_samples
+from lightning_modules.checkpointing import load_method
+from lightning_modules.runtime import instantiate_plainly, register_resolvers, resolve_device
+from lightning_modules.sampling import draw, save_samples, to_images
+
+log = logging.getLogger("fieldgen.evaluate")
+register_resolvers()
+VALID = ("loss", "bpd", *IMAGE_METRICS, "coverage_mmd")
+
+
+def choose_metrics(requested: Optional[list], domain, has_likelihood: bool, from_checkpoint: bool) -> list[str]:
+    if requested is not None:
+        unknown = sorted(set(requested) - set(VALID))
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; valid: {', '.join(VALID)}")
+        if "bpd" in requested and not has_likelihood:
+            raise ValueError("bits/dim needs a method with a likelihood bound (ddpm) and quantised data")
+        return list(requested)
+    chosen = ["loss"] + (["bpd"] if has_likelihood else []) if from_checkpoint else []
+    if domain.is_grid and len(domain.shape) == 2:
+        chosen += ["fid", "kid", "is", "precision_recall"]
+    elif domain.is_grid:
+        chosen.append("coverage_mmd")
+    return chosen
+
+
+@torch.no_grad()
+def test_metrics(module, datamodule, metrics: list[str], bpd_batches: int, seed: int):
+    """Mean test loss, and bits/dim with its rate-distortion table over the first `bpd_batches` batches."""
+    torch.manual_seed(seed)
+    out, tables, losses, bounds = {}, {}, [], []
+    for i, batch in enumerate(datamodule.test_dataloader()):
+        batch = batch.to(module.device)
+        if "loss" in metrics:
+            losses.append(module.compute_losses(batch)["loss"].cpu())
+        if "bpd" in metrics and i < bpd_batches:
+            bounds.append({k: v.cpu() for k, v in module.bits_per_dim(batch).items()})
+        if "loss" not in metrics and i + 1 >= bpd_batches:
+            break
+    if losses:
+        out["test/loss"] = float(torch.cat(losses).mean())
+    if bounds:
+        out.update({f"test/{k}": v for k, v in aggregate_bpd(bounds).items()})
+        tables["rate_distortion"] = rate_distortion_table(bounds)
+    return out, tables
+
+
+def sample_metrics(cfg: DictConfig, datamodule, metrics: list[str], values: torch.Tensor, domain) -> dict:
+    """Image metrics against the data's reference split, or coverage/MMD against its test shapes."""
+    items, indices = datamodule.split_indices()["test" if "coverage_mmd" in metrics else cfg.reference_split]
+    indices = np.asarray(indices)[: cfg.max_reference]
+    reference = [items[int(i)] for i in indices]
+    out = {}
+    image_metrics = [m for m in metrics if m in IMAGE_METRICS]
+    if image_metrics:
+        resolution = None if domain.shape == datamodule.domain.shape else tuple(domain.shape)
+        out.update(score_samples(
+            to_images(values, domain), datamodule.name, image_metrics, cfg.extractor,
+            load_reference=lambda: as_uint8_images(reference, datamodule.num_levels),
+            split=f"{cfg.reference_split}-{len(reference)}", resolution=resolution, num_levels=256,
+            kid_subsets=cfg.kid_subsets, kid_subset_size=min(cfg.kid_subset_size, len(values), len(reference)),
+            is_splits=cfg.is_splits, k=cfg.pr_k, seed=cfg.seed, extractor_kwargs=cfg.extractor_kwargs))
+    if "coverage_mmd" in metrics:
+        dense = domain.to_dense(values)
+        if cfg.upsample_to:  # DPF Table 3: sample at 32^3, upsample trilinearly to 64^3, then mesh
+            dense = F.interpolate(dense, size=(cfg.upsample_to,) * 3, mode="trilinear", align_corners=False)
+        generated = surface_point_clouds((dense[:, 0] > 0).numpy(), cfg.surface_points, seed=cfg.seed)
+        real = surface_point_clouds(np.stack(reference).astype(bool), cfg.surface_points, seed=cfg.seed + 1)
+        scores = coverage_mmd(generated, real)
+        out.update({"coverage[chamfer]": scores["coverage"], "mmd[chamfer]": scores["mmd"],
+                    "empty_fraction": scores["empty_fraction"]})
+    return out
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> None:
+    module = load_method(cfg.ckpt_path, use_ema=cfg.use_ema, map_location=resolve_device(cfg.device))
+    data_cfg = cfg.data if cfg.get("data") else OmegaConf.create((module.run_config or {}).get("data"))
+    datamodule = instantiate_plainly(data_cfg)
+    datamodule.setup("test")
+    metrics = choose_metrics(cfg.metrics, module.domain, hasattr(module, "bits_per_dim") and module.num_levels,
+                             from_checkpoint=True)
+    scores, tables = test_metrics(module, datamodule, metrics, cfg.bpd_batches, cfg.seed)
+    if set(metrics) - {"loss", "bpd"}:
+        values, coords, domain = draw(module, cfg.num_samples, cfg.batch_size, cfg.seed, cfg.resolution,
+                                      cfg.progress, **cfg.sampler)
+        save_samples(Path(cfg.output_dir), values, coords, domain, datamodule.field_maker)
+        scores.update(sample_metrics(cfg, datamodule, metrics, values, domain))
+    write_metrics(scores, cfg.output_dir, dataset=datamodule.name, tables=tables, checkpoint=str(cfg.ckpt_path),
+                  method=module.method_name, num_samples=cfg.num_samples, use_ema=cfg.use_ema)
+
+
+def evaluate_samples_file(cfg: DictConfig) -> None:
+    if not cfg.get("data"):
+        raise ValueError("samples= needs the dataset they are scored against: add data=<name> (e.g. data=digits)")
+    datamodule = instantiate_plainly(cfg.data)
+    samples = np.load(cfg.samples)
+    if "values" not in samples:
+        raise ValueError(f"{cfg.samples} has no `values` array: see lightning_modules/sampling.py for the format")
+    values = torch.from_numpy(samples["values"]).float()
+    side = int(round(values.shape[1] ** (1 / len(datamodule.domain.shape))))
+    domain = datamodule.domain.at_resolution(side) if values.shape[1] != datamodule.domain.num_points else \
+        datamodule.domain
+    metrics = choose_metrics(cfg.metrics, domain, has_likelihood=False, from_checkpoint=False)
+    scores = sample_metrics(cfg, datamodule, metrics, values, domain)
+    write_metrics(scores, cfg.output_dir, dataset=datamodule.name, samples=str(cfg.samples),
+                  num_samples=len(values))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    if cfg.compare:
+        compare_runs(list(cfg.compare), cfg.output_dir)
+    elif cfg.samples:
+        evaluate_samples_file(cfg)
+    elif cfg.ckpt_path:
+        evaluate_checkpoint(cfg)
+    else:
+        raise ValueError("give ckpt_path=..., samples=... data=..., or compare=[...]")
+    log.info("wrote %s", Path(cfg.output_dir).resolve())
+
+
+if __name__ == "__main__":
+    main()
