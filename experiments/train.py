@@ -57,7 +57,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test:
-        trainer.test(model, datamodule=datamodule)  # the EMA weights: the averaging callback copies them in at fit end
+        # after fit the model holds the EMA weights (the averaging callback copies them in at fit end); without
+        # training, the checkpoint's state_dict (its EMA weights) is tested
+        trainer.test(model, datamodule=datamodule, ckpt_path=None if cfg.train else ckpt_path)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     return metrics
 

@@ -55,6 +55,9 @@ class FieldGenerativeModule(L.LightningModule):
                 f"'{domain.name}' domain; methods that accept '{domain.name}': {methods_for_domain(domain.name)}")
 
     def setup(self, stage: str) -> None:
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # seed_everything gives every rank the same stream: offset it so ranks draw different t and noise
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
         if self.compile_net:
             self.net.compile()  # compiles forward in place: state_dict keys stay the same
 

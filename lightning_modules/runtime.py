@@ -51,7 +51,7 @@ def wandb_needs_offline() -> bool:
     if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
         return False
     try:
-        return netrc.netrc().authenticators("api.wandb.ai") is None
+        return netrc.netrc(os.environ.get("NETRC")).authenticators("api.wandb.ai") is None
     except (FileNotFoundError, netrc.NetrcParseError):
         return True
 

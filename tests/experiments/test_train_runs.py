@@ -45,6 +45,16 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     assert checkpoint["fieldgen_config"]["trainer"]["devices"] == 2
 
 
+def test_wandb_logs_offline_without_an_api_key(tmp_path, monkeypatch):
+    for variable in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a key
+    run_entry("train.py", "experiment=ddpm_tiny", "logger=wandb", f"paths.log_dir={tmp_path}", "run_name=wb",
+              "test=false")
+    offline_runs = list((tmp_path / "train" / "runs" / "wb" / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1
+
+
 def test_multirun_sweep_with_the_submitit_local_launcher(tmp_path):
     run_entry("train.py", "-m", "hydra/launcher=submitit_local", "experiment=ddpm_tiny", "seed=1,2",
               f"paths.log_dir={tmp_path}", "hydra.sweep.dir=" + str(tmp_path / "sweep"), "test=false", timeout=900)
@@ -64,3 +74,27 @@ def test_sample_from_a_trained_run_at_any_resolution(tmp_path):
     assert samples["images"].shape == (5, 16, 16, 1) and samples["images"].dtype == np.uint8
     assert samples["values"].shape == (5, 256, 1) and samples["coords"].shape == (256, 2)
     assert (out / "samples.png").exists() and "20/20" in proc.stderr  # the progress bar over sampling steps
+
+
+def test_evaluate_a_checkpoint_a_samples_file_and_compare_runs(tmp_path):
+    import json
+
+    run_entry("train.py", "experiment=ddpm_tiny", f"paths.log_dir={tmp_path}", "run_name=ev", "test=false")
+    ckpt = tmp_path / "train" / "runs" / "ev" / "checkpoints" / "last.ckpt"
+    run_entry("evaluate.py", f"ckpt_path={ckpt}", f"output_dir={tmp_path / 'eval'}", "num_samples=40",
+              "bpd_batches=1", "metrics=[loss,bpd,fid,kid,is,precision_recall]", "kid_subset_size=20")
+    record = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert record["dataset"] == "digits" and record["method"] == "ddpm"
+    for key in ("test/loss", "test/bpd", "fid[digits-cnn]", "kid[digits-cnn]", "is[digits-cnn]",
+                "precision[digits-cnn]", "recall[digits-cnn]"):
+        assert isinstance(record["metrics"][key], float), key
+    assert len(record["tables"]["rate_distortion"]) > 1 and (tmp_path / "eval" / "samples.npz").exists()
+
+    run_entry("evaluate.py", f"samples={tmp_path / 'eval' / 'samples.npz'}", "data=digits", "metrics=[fid]",
+              f"output_dir={tmp_path / 'scored'}")
+    scored = json.loads((tmp_path / "scored" / "metrics.json").read_text())["metrics"]
+    assert scored["fid[digits-cnn]"] == pytest.approx(record["metrics"]["fid[digits-cnn]"], rel=1e-6)
+
+    run_entry("evaluate.py", f"compare=[{tmp_path / 'eval'},{tmp_path / 'scored'}]", f"output_dir={tmp_path / 'cmp'}")
+    assert (tmp_path / "cmp" / "comparison.png").exists()
+    assert "fid[digits-cnn]" in (tmp_path / "cmp" / "comparison.md").read_text()
