@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 def draw(module, num_samples: int, batch_size: int, seed: int, resolution=None, progress: bool = False,
          **sampler) -> tuple[torch.Tensor, torch.Tensor, Domain]:
     """(values (N, P, C), coords (P, Dm), domain) of `num_samples` fields drawn in batches from one seeded
-    generator on the module's device."""
+    generator on the module's device; `sampler` overrides the method's sampler settings (None keeps one)."""
+    sampler = {key: value for key, value in sampler.items() if value is not None}
     generator = torch.Generator(device=module.device).manual_seed(seed)
     chunks, fields = [], None
     for start in range(0, num_samples, batch_size):
