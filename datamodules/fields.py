@@ -99,6 +99,19 @@ class Grid(Domain):
         mesh = torch.meshgrid(*axes, indexing="ij")
         return torch.stack(mesh, dim=-1).reshape(-1, len(axes)).float()
 
+    def interpolate(self, dense: Tensor, coords: Tensor) -> Tensor:
+        """Dense fields (B, C, *shape) read at any points coords (B, N, coord_dim) in [-1, 1]: (B, N, C) by
+        (bi/tri)linear interpolation between the grid's centres, edge values beyond the outermost ones."""
+        if dense.shape[2:] != self.shape or coords.shape[-1] != self.coord_dim:
+            raise ValueError(f"interpolate needs dense (B, C, {', '.join(map(str, self.shape))}) and coords "
+                             f"(B, N, {self.coord_dim}); got {tuple(dense.shape)} and {tuple(coords.shape)}")
+        # grid_sample's align_corners=False puts sample i at -1 + (2i + 1) / n: the centres of `coords`
+        sample_at = coords.flip(-1).reshape(coords.shape[0], *[1] * (self.coord_dim - 1), coords.shape[1],
+                                            self.coord_dim)
+        values = torch.nn.functional.grid_sample(dense, sample_at.to(dense.dtype), mode="bilinear",
+                                                 padding_mode="border", align_corners=False)
+        return values.reshape(dense.shape[0], dense.shape[1], coords.shape[1]).transpose(1, 2)
+
 
 def _unit_vectors(colatitude: Tensor, longitude: Tensor) -> Tensor:
     """Meshgrid of colatitudes x longitudes (radians, float64) -> (h * w, 3) float32 unit vectors."""

@@ -81,3 +81,20 @@ def test_fields_batch_subset_composes_indices():
     assert second.index.tolist() == [[2], [1]]
     assert second.values.flatten().tolist() == [2.0, 7.0]
     assert torch.equal(second.coords[0, 0], domain.coords()[2])
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (3, 4, 6)])
+def test_fields_grid_interpolate_is_exact_on_centres_and_linear_between(shape):
+    grid = Grid(shape)
+    dense = torch.randn(2, 3, *shape, generator=torch.Generator().manual_seed(0))
+    centres = grid.coords().expand(2, -1, -1)
+    torch.testing.assert_close(grid.interpolate(dense, centres), FieldBatch.from_dense(dense, grid).values)
+    # a field linear in the coordinates is reproduced exactly anywhere inside the outermost centres
+    slope = torch.tensor([0.3, -1.2, 0.7][:grid.coord_dim])
+    linear = (centres[0] @ slope).reshape(1, 1, *shape)
+    inside = (torch.rand(2, 50, grid.coord_dim, generator=torch.Generator().manual_seed(1)) * 2 - 1) * (
+        1 - 1 / torch.tensor(shape, dtype=torch.float32))
+    torch.testing.assert_close(grid.interpolate(linear.expand(2, -1, *shape), inside)[..., 0], inside @ slope,
+                               atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="interpolate needs dense"):
+        grid.interpolate(dense[..., :-1], centres)

@@ -112,7 +112,26 @@ GOLDEN_SUM = -3.5740749835968018  # seeded init (torch.manual_seed(0)), generato
 GOLDEN_FIRST = [-0.9045136570930481, -0.17187093198299408, -0.6693211793899536]
 
 
+def test_coordinate_jitter_reads_each_field_between_its_grid_points():
+    model = make_dpf(coordinate_jitter=0.5)
+    domain = Grid((4, 4))
+    slope = torch.tensor([0.5, -0.25])
+    batch = FieldBatch.from_values((domain.coords() @ slope)[None, :, None].expand(3, -1, -1), domain)
+    jittered = model.jittered(batch)
+    shift = jittered.coords - batch.coords
+    # one offset per field, at most half a cell (2 / 4 / 2) per axis, and different fields differ
+    assert torch.allclose(shift, shift[:, :1].expand_as(shift)) and shift.abs().max() <= 0.25
+    assert not torch.allclose(shift[0], shift[1])
+    inside = (jittered.coords.abs() <= 0.75).all(-1)  # within the outermost centres the linear field is exact
+    torch.testing.assert_close(jittered.values[..., 0][inside], (jittered.coords @ slope)[inside])
+    assert model.compute_losses(batch)["loss"].shape == (3,)
+
+
 def test_config_time_errors():
+    with pytest.raises(ValueError, match="coordinate_jitter interpolates between grid points"):
+        make_dpf(domain=Sphere((4, 4)), coordinate_jitter=0.5)
+    with pytest.raises(ValueError, match=r"in \[0, 0.5\]"):
+        make_dpf(coordinate_jitter=0.7)
     with pytest.raises(ValueError, match="replacement=true"):
         make_dpf(point_sampler={"num_context": 17, "num_query": 8})
     with pytest.raises(ValueError, match="coord_dim=2 does not match the sphere"):
