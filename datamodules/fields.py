@@ -24,6 +24,10 @@ from torch import Tensor
 
 Resolution = Union[int, Sequence[int], None]
 
+# every kind of domain a method can declare (Capabilities.domains), with the name tables and errors show
+DOMAIN_KINDS = {"grid2d": "grid 2-D (images)", "grid3d": "grid 3-D (voxels)", "sphere": "sphere (Driscoll-Healy)",
+                "latlon": "lat-lon"}
+
 
 class Domain:
     """A metric space with a canonical discretisation `shape` (see module docstring)."""
@@ -33,6 +37,11 @@ class Domain:
     is_grid: bool = False  # a regular Euclidean grid: what grid-only methods (DDPM, LMConv) accept
 
     shape: tuple[int, ...]
+
+    @property
+    def kind(self) -> str:
+        """The key of DOMAIN_KINDS this domain is: what methods declare they accept."""
+        return self.name
 
     @property
     def num_points(self) -> int:
@@ -93,6 +102,10 @@ class Grid(Domain):
     @property
     def coord_dim(self) -> int:
         return len(self.shape)
+
+    @property
+    def kind(self) -> str:
+        return f"grid{len(self.shape)}d"
 
     def coords(self, resolution: Resolution = None) -> Tensor:
         axes = [(torch.arange(n, dtype=torch.float64) * 2 + 1) / n - 1 for n in self.resolve_shape(resolution)]
@@ -176,6 +189,11 @@ class LatLon(Domain):
         return _unit_vectors(colatitude, torch.deg2rad(self.longitudes(resolution)))
 
 
+def gather_points(x: Tensor, index: Tensor) -> Tensor:
+    """Per-field points: x (B, N, C) at index (B, M) -> (B, M, C)."""
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
 @functools.lru_cache(maxsize=16)
 def canonical_coords(domain: Domain) -> Tensor:
     """`domain.coords()`, computed once per domain (domains are frozen, hence hashable); do not modify in place."""
@@ -237,9 +255,9 @@ class FieldBatch:
 
     def subset(self, index: Tensor) -> "FieldBatch":
         """The points `index` (B, M) of each field, gathered; `index` is composed with any existing one."""
-        gather = lambda x: torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # noqa: E731
         base = index if self.index is None else torch.gather(self.index, 1, index)
-        return FieldBatch(coords=gather(self.coords), values=gather(self.values), domain=self.domain, index=base)
+        return FieldBatch(coords=gather_points(self.coords, index), values=gather_points(self.values, index),
+                          domain=self.domain, index=base)
 
     def to(self, device) -> "FieldBatch":
         index = None if self.index is None else self.index.to(device)

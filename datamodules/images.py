@@ -15,9 +15,32 @@ def levels_to_unit(levels: np.ndarray, num_levels: int) -> np.ndarray:
 
 
 def unit_to_levels(values: np.ndarray, num_levels: int) -> np.ndarray:
-    """Values in [-1, 1] (clipped) -> the nearest level 0..L-1, uint8."""
+    """Values in [-1, 1] (clipped) -> the nearest level 0..L-1, uint8: the one quantiser of field values."""
     levels = np.rint((np.clip(values, -1.0, 1.0) + 1.0) * ((num_levels - 1) / 2.0))
     return levels.astype(np.uint8)
+
+
+def levels_to_full_range(levels: np.ndarray, num_levels: int) -> np.ndarray:
+    """uint8 levels 0..L-1 -> uint8 0..255 (255 l / (L - 1), rounded): how images of L levels are stored."""
+    levels = np.asarray(levels)
+    if levels.max(initial=0) >= num_levels:
+        raise ValueError(f"images reach level {levels.max()} but num_levels={num_levels}; if they are already "
+                         "0..255 pass num_levels=256")
+    if num_levels == 256:
+        return levels.astype(np.uint8)
+    return np.rint(levels.astype(np.float64) * 255 / (num_levels - 1)).astype(np.uint8)
+
+
+def full_range_to_levels(images: np.ndarray, num_levels: int, name: str = "images") -> np.ndarray:
+    """The inverse of levels_to_full_range, refusing pixels that are not on the L-level grid (they would change)."""
+    images = np.asarray(images)
+    levels = np.rint(images.astype(np.float64) * (num_levels - 1) / 255).astype(np.uint8)
+    off = levels_to_full_range(levels, num_levels) != images
+    if off.any():
+        raise ValueError(f"{name}: {int(off.sum())} pixels (e.g. value {int(images[off][0])}) are not on the "
+                         f"{num_levels}-level grid of the data (0..255 in steps of 255/{num_levels - 1}); write "
+                         "them with the data's levels, as sample.py's samples.npz does")
+    return levels
 
 
 class ImageGrid(FieldMaker):

@@ -1,15 +1,18 @@
 """Likelihood evaluation: the interface every likelihood model implements, bits/dim aggregation, order
 ensembles (LMConv) and the DDPM rate-distortion table (Ho et al. 2020, Table 6.2 layout).
 
-A model's `bits_per_dim(batch)` returns per-sample tensors: always "total_bpd" (B,); a diffusion model adds its
-`calc_bpd_loop` terms "prior_bpd" (B,), "vb" (B, T) bits/dim per term (index i = the paper's L_i: 0 is the
-decoder -log p(x_0|x_1), i >= 1 the KL of x_i given x_{i+1}), "xstart_mse" (B, T) (mean squared error on the
-[-1, 1] scale of the x_0 predicted from x_{i+1}) and "mse" (B, T).
+A model's `bits_per_dim(batch)` returns per-sample tensors: "total_bpd" (B,), or for a model of several
+generation orders "bpd_order/<name>" (B,) per order, whose ensemble `with_order_ensemble` makes the total; a
+diffusion model adds its `calc_bpd_loop` terms "prior_bpd" (B,), "vb" (B, T) bits/dim per term (index i = the
+paper's L_i: 0 is the decoder -log p(x_0|x_1), i >= 1 the KL of x_i given x_{i+1}), "xstart_mse" (B, T) (mean
+squared error on the [-1, 1] scale of the x_0 predicted from x_{i+1}) and "mse" (B, T). Any other (B,) term
+(e.g. a conditional NLL "nll_hidden/<region>") is averaged like the total.
 """
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterable, Mapping, Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import torch
 from torch import Tensor
@@ -18,16 +21,28 @@ if TYPE_CHECKING:
     from datamodules.fields import FieldBatch
 
 TOTAL_BPD = "total_bpd"
+ORDER_PREFIX = "bpd_order/"
 PIXEL_SCALE = 127.5  # [-1, 1] -> [0, 255]: an RMSE on the data scale times this is an RMSE in 8-bit levels
 
 
-@runtime_checkable
-class LikelihoodModel(Protocol):
-    """What `experiments/evaluate.py` needs from a model to report bits/dim."""
+class LikelihoodModel(ABC):
+    """What `experiments/evaluate.py` needs from a model to report bits/dim; a method whose capabilities declare
+    a likelihood inherits it."""
 
+    @abstractmethod
     def bits_per_dim(self, batch: "FieldBatch") -> dict[str, Tensor]:
-        """Per-sample results of one batch; must contain "total_bpd" (B,)."""
-        ...
+        """Per-sample results of one batch (see the module docstring): "total_bpd" (B,) or "bpd_order/<name>"."""
+
+
+def with_order_ensemble(result: Mapping[str, Tensor], num_dims: int) -> dict[str, Tensor]:
+    """`result` with "total_bpd" set to the ensemble of its "bpd_order/<name>" terms (when it has them)."""
+    orders = [name for name in result if name.startswith(ORDER_PREFIX)]
+    if not orders:
+        return dict(result)
+    if TOTAL_BPD in result:
+        raise KeyError(f"a result holds both '{TOTAL_BPD}' and per-order terms {orders}: the total of a model of "
+                       "several orders is their ensemble; return the orders only")
+    return {**result, TOTAL_BPD: ensemble_bpd(torch.stack([result[name] for name in orders]), num_dims)}
 
 
 def concatenate_results(results: Iterable[Mapping[str, Tensor]]) -> dict[str, Tensor]:
@@ -42,13 +57,16 @@ def concatenate_results(results: Iterable[Mapping[str, Tensor]]) -> dict[str, Te
 
 
 def aggregate_bpd(results: Iterable[Mapping[str, Tensor]]) -> dict[str, float]:
-    """Dataset-level numbers: mean bits/dim with its standard error, and for diffusion results the prior, the
-    decoder term L_0 (distortion) and the rate L_1 + ... + L_T in bits/dim."""
+    """Dataset-level numbers: mean bits/dim with its standard error, the mean of every other per-sample term, and
+    for diffusion results the prior, the decoder term L_0 (distortion) and the rate L_1 + ... + L_T in bits/dim."""
     merged = concatenate_results(results)
     total = merged[TOTAL_BPD]
     summary = {"bpd": float(total.mean()),
                "bpd_sem": float(total.std() / math.sqrt(len(total))) if len(total) > 1 else float("nan"),
                "num_samples": len(total)}
+    # other per-sample terms (orders, conditional NLLs); the diffusion terms are summarised below
+    summary.update({name: float(values.mean()) for name, values in merged.items()
+                    if values.dim() == 1 and name not in (TOTAL_BPD, "prior_bpd")})
     if "prior_bpd" in merged:
         summary["prior_bpd"] = float(merged["prior_bpd"].mean())
     if "vb" in merged:

@@ -1,12 +1,14 @@
-"""Novel-view metrics: PSNR, SSIM (scikit-image, as pixelNeRF/DietNeRF) and LPIPS-VGG from local weights.
+"""Novel-view metrics: PSNR, SSIM (scikit-image, as pixelNeRF/DietNeRF) and LPIPS-VGG from local weights, and
+the interface a model of a scene implements to be scored on them.
 
 Images are (N, H, W, C) or (H, W, C), uint8 or float in [0, 1]; every metric returns per-image values (N,).
 """
 from __future__ import annotations
 
 import importlib.resources
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 import torch
@@ -14,7 +16,18 @@ import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 from torch import Tensor, nn
 
+if TYPE_CHECKING:
+    from datamodules.fields import FieldBatch
+
 ImageArray = Union[np.ndarray, Tensor]
+
+
+class ViewRenderer(ABC):
+    """What evaluation needs from a model of a scene; a method whose capabilities say it renders views inherits it."""
+
+    @abstractmethod
+    def render_views(self, rays: "FieldBatch") -> dict[str, Tensor]:
+        """Rays (B, N) of posed views -> {"rgb": (B, N, 3) in [0, 1]} and optionally "depth" and "acc" (B, N, 1)."""
 
 # torchvision's vgg16().features layout: channels per conv, "M" for max-pool; LPIPS taps relu1_2 ... relu5_3
 _VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]

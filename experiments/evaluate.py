@@ -16,54 +16,23 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation.geometry import coverage_mmd, surface_point_clouds
-from evaluation.likelihood import aggregate_bpd, rate_distortion_table
+from evaluation.protocol import IMAGE_METRICS, check_metrics, default_metrics, test_split_metrics
 from evaluation.reference_stats import as_uint8_images
 from evaluation.report import compare_runs, write_metrics
-from evaluation.sample_metrics import METRICS as IMAGE_METRICS, score_samples
+from evaluation.sample_metrics import score_samples
 from lightning_modules.checkpointing import load_method
 from lightning_modules.runtime import instantiate_plainly, register_resolvers, resolve_device
-from lightning_modules.sampling import draw, save_samples, to_images
+from lightning_modules.sampling import draw, sampler_options, save_samples, to_images
 
 log = logging.getLogger("fieldgen.evaluate")
 register_resolvers()
-VALID = ("loss", "bpd", *IMAGE_METRICS, "coverage_mmd")
 
 
-def choose_metrics(requested: Optional[list], domain, has_likelihood: bool, from_checkpoint: bool) -> list[str]:
-    if requested is not None:
-        unknown = sorted(set(requested) - set(VALID))
-        if unknown:
-            raise ValueError(f"unknown metrics {unknown}; valid: {', '.join(VALID)}")
-        if "bpd" in requested and not has_likelihood:
-            raise ValueError("bits/dim needs a method with a likelihood bound (ddpm) and quantised data")
-        return list(requested)
-    chosen = ["loss"] + (["bpd"] if has_likelihood else []) if from_checkpoint else []
-    if domain.is_grid and len(domain.shape) == 2:
-        chosen += ["fid", "kid", "is", "precision_recall"]
-    elif domain.is_grid:
-        chosen.append("coverage_mmd")
-    return chosen
-
-
-@torch.no_grad()
-def test_metrics(module, datamodule, metrics: list[str], bpd_batches: int, seed: int):
-    """Mean test loss, and bits/dim with its rate-distortion table over the first `bpd_batches` batches."""
-    torch.manual_seed(seed)
-    out, tables, losses, bounds = {}, {}, [], []
-    for i, batch in enumerate(datamodule.test_dataloader()):
-        batch = batch.to(module.device)
-        if "loss" in metrics:
-            losses.append(module.compute_losses(batch)["loss"].cpu())
-        if "bpd" in metrics and i < bpd_batches:
-            bounds.append({k: v.cpu() for k, v in module.bits_per_dim(batch).items()})
-        if "loss" not in metrics and i + 1 >= bpd_batches:
-            break
-    if losses:
-        out["test/loss"] = float(torch.cat(losses).mean())
-    if bounds:
-        out.update({f"test/{k}": v for k, v in aggregate_bpd(bounds).items()})
-        tables["rate_distortion"] = rate_distortion_table(bounds)
-    return out, tables
+def chosen_metrics(requested: Optional[list], domain, capabilities=None, method: str = "") -> list[str]:
+    """The requested metrics, checked against what applies (capabilities None: a samples file), or the defaults."""
+    if requested is None:
+        return default_metrics(domain.kind, capabilities, from_checkpoint=capabilities is not None)
+    return check_metrics(list(requested), domain.kind, capabilities, method)
 
 
 def sample_metrics(cfg: DictConfig, datamodule, metrics: list[str], values: torch.Tensor, domain) -> dict:
@@ -76,7 +45,7 @@ def sample_metrics(cfg: DictConfig, datamodule, metrics: list[str], values: torc
     if image_metrics:
         resolution = None if domain.shape == datamodule.domain.shape else tuple(domain.shape)
         out.update(score_samples(
-            to_images(values, domain), datamodule.name, image_metrics, cfg.extractor,
+            to_images(values, domain, datamodule.num_levels), datamodule.name, image_metrics, cfg.extractor,
             load_reference=lambda: as_uint8_images(reference, datamodule.num_levels),
             split=f"{cfg.reference_split}-{len(reference)}", resolution=resolution, num_levels=256,
             kid_subsets=cfg.kid_subsets, kid_subset_size=min(cfg.kid_subset_size, len(values), len(reference)),
@@ -98,12 +67,13 @@ def evaluate_checkpoint(cfg: DictConfig) -> None:
     data_cfg = cfg.data if cfg.get("data") else OmegaConf.create((module.run_config or {}).get("data"))
     datamodule = instantiate_plainly(data_cfg)
     datamodule.setup("test")
-    metrics = choose_metrics(cfg.metrics, module.domain, hasattr(module, "bits_per_dim") and module.num_levels,
-                             from_checkpoint=True)
-    scores, tables = test_metrics(module, datamodule, metrics, cfg.bpd_batches, cfg.seed)
+    metrics = chosen_metrics(cfg.metrics, module.domain, module.capabilities, module.method_name)
+    torch.manual_seed(cfg.seed)
+    scores, tables = test_split_metrics(module, datamodule.test_dataloader(), metrics,
+                                        module.capabilities.likelihood, cfg.bpd_batches, module.device)
     if set(metrics) - {"loss", "bpd"}:
         values, coords, domain = draw(module, cfg.num_samples, cfg.batch_size, cfg.seed, cfg.resolution,
-                                      cfg.progress, **cfg.sampler)
+                                      cfg.progress, **sampler_options(module, cfg.sampler))
         save_samples(Path(cfg.output_dir), values, coords, domain, datamodule.field_maker)
         scores.update(sample_metrics(cfg, datamodule, metrics, values, domain))
     write_metrics(scores, cfg.output_dir, dataset=datamodule.name, tables=tables, checkpoint=str(cfg.ckpt_path),
@@ -121,7 +91,7 @@ def evaluate_samples_file(cfg: DictConfig) -> None:
     side = int(round(values.shape[1] ** (1 / len(datamodule.domain.shape))))
     domain = datamodule.domain.at_resolution(side) if values.shape[1] != datamodule.domain.num_points else \
         datamodule.domain
-    metrics = choose_metrics(cfg.metrics, domain, has_likelihood=False, from_checkpoint=False)
+    metrics = chosen_metrics(cfg.metrics, domain)
     scores = sample_metrics(cfg, datamodule, metrics, values, domain)
     write_metrics(scores, cfg.output_dir, dataset=datamodule.name, samples=str(cfg.samples),
                   num_samples=len(values))

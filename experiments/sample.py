@@ -1,7 +1,9 @@
 """Draw fields from a checkpoint: `python experiments/sample.py ckpt_path=PATH num_samples=N output_dir=DIR`.
 
 Writes DIR/samples.npz (format in lightning_modules/sampling.py) and DIR/samples.png, with the EMA weights unless
-use_ema=false; `resolution=R` samples a resolution-free method (DPF) at another resolution.
+use_ema=false; `resolution=R` samples a resolution-free method at another resolution, `order=NAME` generates in
+that order (methods with orders), and `complete.images=PATH.npz complete.hidden=REGION` completes the images of a
+samples file whose REGION is hidden (methods that complete fields).
 """
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ import logging
 from pathlib import Path
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig
 
 from lightning_modules.checkpointing import load_method
 from lightning_modules.runtime import register_resolvers, resolve_device
-from lightning_modules.sampling import draw, field_maker_of, save_samples
+from lightning_modules.sampling import (complete, draw, field_maker_of, hidden_region, images_to_values,
+                                        sampler_options, save_samples)
 
 log = logging.getLogger("fieldgen.sample")
 register_resolvers()
@@ -22,8 +26,17 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
     module = load_method(cfg.ckpt_path, use_ema=cfg.use_ema, map_location=resolve_device(cfg.device))
-    values, coords, domain = draw(module, cfg.num_samples, cfg.batch_size, cfg.seed, cfg.resolution, cfg.progress,
-                                  **cfg.sampler)
+    options = sampler_options(module, cfg.sampler, cfg.order)
+    if cfg.complete.images:
+        observed = ~hidden_region(module.domain, cfg.complete.hidden)
+        with np.load(cfg.complete.images) as samples:
+            values = images_to_values(samples["images"], module.domain, module.signal_dim, module.num_levels,
+                                      cfg.complete.images)
+        values = complete(module, values, observed, cfg.batch_size, cfg.seed, cfg.progress, **options)
+        coords, domain = module.domain.coords(), module.domain
+    else:
+        values, coords, domain = draw(module, cfg.num_samples, cfg.batch_size, cfg.seed, cfg.resolution,
+                                      cfg.progress, **options)
     path = save_samples(Path(cfg.output_dir), values, coords, domain, field_maker_of(module))
     log.info("wrote %s and samples.png", path)
 

@@ -12,24 +12,15 @@ from typing import Any, Optional
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from lightning_modules.build import build
 from lightning_modules.checkpointing import (AtomicCheckpointIO, check_config_matches, find_resume_checkpoint,
                                              read_checkpoint)
-from lightning_modules.runtime import (instantiate_callbacks, instantiate_loggers, instantiate_plainly,
-                                       print_config_tree, register_resolvers)
+from lightning_modules.runtime import instantiate_callbacks, instantiate_loggers, print_config_tree, register_resolvers
 
 log = logging.getLogger("fieldgen.train")
 register_resolvers()
-
-
-def build(cfg: DictConfig):
-    """Datamodule and method from the config; the method checks its domain here, before any data is read."""
-    datamodule = instantiate_plainly(cfg.data)
-    model = instantiate_plainly(cfg.method, domain=datamodule.domain.spec(), signal_dim=datamodule.signal_dim,
-                        num_levels=datamodule.num_levels)
-    model.run_config = OmegaConf.to_container(cfg, resolve=True)
-    return datamodule, model
 
 
 def resume_path(cfg: DictConfig, model) -> Optional[str]:

@@ -1,14 +1,19 @@
-"""What every method shares: the domain check, optimiser with warm-up, per-sample loss logging, the finite-loss guard."""
+"""What every method shares: the registry and its capability checks, optimiser with warm-up, per-sample loss
+logging, the finite-loss guard."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
 
-from datamodules.fields import Domain, FieldBatch
+from datamodules.fields import DOMAIN_KINDS, Domain, FieldBatch, Resolution
+from evaluation.likelihood import LikelihoodModel
+from evaluation.protocol import Capabilities
+from evaluation.views import ViewRenderer
 
 
 class NonFiniteLossError(RuntimeError):
@@ -19,6 +24,10 @@ class DomainNotSupportedError(ValueError):
     """A method was configured on a domain it cannot handle."""
 
 
+class CapabilityError(ValueError):
+    """A method was asked for something its capabilities do not include (another resolution, completion, ...)."""
+
+
 def as_container(cfg: Any) -> Any:
     """Plain dicts/lists for hyper-parameters (checkpoints and W&B read them without omegaconf)."""
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, (DictConfig, ListConfig)) else cfg
@@ -27,14 +36,38 @@ def as_container(cfg: Any) -> Any:
 class FieldGenerativeModule(L.LightningModule):
     """Base LitModule of a generative method over fields.
 
-    Subclasses set `method_name` and `supported_domains`, build their network in `__init__`, and implement
-    `compute_losses(batch) -> dict` of per-sample (B,) losses with a "loss" key, and `sample(num_samples, ...)`.
+    A concrete method sets `method_name` (its `method=` config name, which registers the class) and
+    `capabilities`, builds its networks in `__init__`, and implements `compute_losses(batch) -> dict` of per-sample
+    (B,) losses with a "loss" key and `sample(num_samples, ...) -> FieldBatch`; a capability adds its interface
+    (a likelihood: `LikelihoodModel.bits_per_dim`; completion: `complete`; views: `ViewRenderer.render_views`).
     """
 
-    method_name: str = "method"
-    supported_domains: tuple[str, ...] = ()  # Domain.name values the method accepts
+    registry: ClassVar[dict[str, type["FieldGenerativeModule"]]] = {}  # method_name -> class, filled on definition
+    method_name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
     # hyper-parameters that decide parameter shapes: a checkpoint must agree on these to be loaded
     structural_hparams: tuple[str, ...] = ("domain", "signal_dim", "net")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "method_name" not in cls.__dict__:  # a shared base of methods (e.g. DiffusionMethod), not a method
+            return
+        claims = {"likelihood": (cls.capabilities.likelihood is not None, issubclass(cls, LikelihoodModel)),
+                  "renders_views": (cls.capabilities.renders_views, issubclass(cls, ViewRenderer)),
+                  "completion": (cls.capabilities.completion, cls.complete is not FieldGenerativeModule.complete)}
+        for capability, (declared, implemented) in claims.items():
+            if declared != implemented:
+                raise TypeError(f"{cls.__qualname__}: capabilities.{capability} is {declared} but the interface it "
+                                f"needs is {'' if implemented else 'not '}implemented (see FieldGenerativeModule)")
+        known = cls.registry.get(cls.method_name)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise TypeError(f"method_name '{cls.method_name}' is taken by {known.__module__}.{known.__qualname__}")
+        cls.registry[cls.method_name] = cls
+
+    @classmethod
+    def methods_where(cls, predicate: Callable[[Capabilities], bool]) -> list[str]:
+        """Names of the registered methods whose capabilities satisfy `predicate` (for error messages)."""
+        return sorted(name for name, method in cls.registry.items() if predicate(method.capabilities))
 
     def __init__(self, domain: dict | Domain, signal_dim: int, num_levels: Optional[int], optimizer: dict,
                  lr_warmup_steps: int = 0, compile: bool = False):
@@ -47,19 +80,36 @@ class FieldGenerativeModule(L.LightningModule):
 
     @classmethod
     def check_domain(cls, domain: Domain) -> None:
-        if domain.name not in cls.supported_domains:
-            from lightning_modules import methods_for_domain
-
+        """Raise DomainNotSupportedError unless the method handles `domain` (called before any data is read);
+        a method with further limits (e.g. square images) extends it."""
+        if domain.kind not in cls.capabilities.domains:
+            accepting = cls.methods_where(lambda capabilities: domain.kind in capabilities.domains)
             raise DomainNotSupportedError(
-                f"method '{cls.method_name}' handles {list(cls.supported_domains)} domains, but the data is on a "
-                f"'{domain.name}' domain; methods that accept '{domain.name}': {methods_for_domain(domain.name)}")
+                f"method '{cls.method_name}' handles {[DOMAIN_KINDS[k] for k in cls.capabilities.domains]} data, "
+                f"but the data is on a {DOMAIN_KINDS[domain.kind]} domain; methods that accept '{domain.kind}': "
+                f"{accepting}")
+
+    def sampling_domain(self, resolution: Resolution = None) -> Domain:
+        """The domain to sample on at `resolution` (None: the training one), refused unless resolution-free."""
+        domain = self.domain if resolution is None else self.domain.at_resolution(resolution)
+        if domain.shape != self.domain.shape and not self.capabilities.resolution_free:
+            raise CapabilityError(
+                f"method '{self.method_name}' samples at its training resolution {list(self.domain.shape)} only, "
+                f"got resolution={resolution}; resolution-free sampling needs one of "
+                f"{self.methods_where(lambda capabilities: capabilities.resolution_free)}")
+        return domain
+
+    def networks(self) -> dict[str, nn.Module]:
+        """The method's networks: every child module with parameters (compiled by `compile`, timed by benchmarks)."""
+        return {name: child for name, child in self.named_children() if next(child.parameters(), None) is not None}
 
     def setup(self, stage: str) -> None:
         if self.trainer is not None and self.trainer.world_size > 1:
             # seed_everything gives every rank the same stream: offset it so ranks draw different t and noise
             torch.manual_seed(torch.initial_seed() + self.global_rank)
         if self.compile_net:
-            self.net.compile()  # compiles forward in place: state_dict keys stay the same
+            for network in self.networks().values():
+                network.compile()  # compiles forward in place: state_dict keys stay the same
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["fieldgen_method"] = f"{type(self).__module__}.{type(self).__qualname__}"
@@ -72,9 +122,18 @@ class FieldGenerativeModule(L.LightningModule):
     def compute_losses(self, batch: FieldBatch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, resolution=None,
-               progress: bool = False) -> FieldBatch:
+    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, resolution: Resolution = None,
+               progress: bool = False, **options) -> FieldBatch:
+        """`num_samples` fields on `sampling_domain(resolution)`; `options` are the method's sampler settings."""
         raise NotImplementedError
+
+    def complete(self, fields: FieldBatch, observed: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 progress: bool = False, **options) -> FieldBatch:
+        """Full fields whose `observed` (B, N) points keep their values exactly and the rest are generated; a
+        method with `capabilities.completion` overrides it."""
+        raise CapabilityError(
+            f"method '{self.method_name}' cannot complete partly observed fields; methods that can: "
+            f"{self.methods_where(lambda capabilities: capabilities.completion)}")
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         finite = bool(torch.isfinite(loss).all())

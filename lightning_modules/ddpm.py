@@ -6,27 +6,32 @@ from typing import Optional
 import torch
 from hydra.utils import instantiate
 
-from datamodules.fields import FieldBatch
+from datamodules.fields import Domain, FieldBatch
+from evaluation.likelihood import LikelihoodModel
+from evaluation.protocol import Capabilities
 from lightning_modules.base import DomainNotSupportedError
 from lightning_modules.diffusion_method import DiffusionMethod
 
 
-class DDPM(DiffusionMethod):
-    """`loss = module.compute_losses(batch)`, `module.sample(n)`; images only (2-D `Grid` domains)."""
+class DDPM(DiffusionMethod, LikelihoodModel):
+    """`loss = module.compute_losses(batch)`, `module.sample(n)`; square images only."""
 
     method_name = "ddpm"
-    supported_domains = ("grid",)
+    capabilities = Capabilities(domains=("grid2d",), likelihood="bound")
     channel_dim = 1
 
     def __init__(self, net: dict, **kwargs):
         super().__init__(**kwargs)
         self.save_hyperparameters()
-        if len(self.domain.shape) != 2 or self.domain.shape[0] != self.domain.shape[1]:
-            raise DomainNotSupportedError(
-                f"DDPM's U-Net needs square 2-D images, got a grid of shape {list(self.domain.shape)}; "
-                "for 3-D voxel grids or non-square fields use method=dpf")
         self.net = instantiate(net, in_channels=self.signal_dim, out_channels=self.out_channels,
                                image_size=self.domain.shape[0])
+
+    @classmethod
+    def check_domain(cls, domain: Domain) -> None:
+        super().check_domain(domain)
+        if domain.shape[0] != domain.shape[1]:
+            raise DomainNotSupportedError(f"DDPM's U-Net needs square images, got a grid of shape "
+                                          f"{list(domain.shape)}; resize the data (data.field_maker.resolution=N)")
 
     def compute_losses(self, batch: FieldBatch) -> dict[str, torch.Tensor]:
         x0 = batch.to_dense()
@@ -35,12 +40,10 @@ class DDPM(DiffusionMethod):
     @torch.no_grad()
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, resolution=None,
                progress: bool = False, **sampler_overrides) -> FieldBatch:
-        if resolution is not None and self.domain.resolve_shape(resolution) != self.domain.shape:
-            raise ValueError(f"DDPM samples at its training resolution {list(self.domain.shape)} only; "
-                             "resolution-free sampling needs method=dpf")
-        shape = (num_samples, self.signal_dim, *self.domain.shape)
+        domain = self.sampling_domain(resolution)
+        shape = (num_samples, self.signal_dim, *domain.shape)
         x0 = self.run_sampler(self.net, shape, generator=generator, progress=progress, **sampler_overrides)
-        return FieldBatch.from_dense(x0, self.domain)
+        return FieldBatch.from_dense(x0, domain)
 
     @torch.no_grad()
     def bits_per_dim(self, batch: FieldBatch) -> dict[str, torch.Tensor]:

@@ -6,22 +6,17 @@ from typing import Optional
 import torch
 from hydra.utils import instantiate
 
-from datamodules.fields import FieldBatch, Grid, canonical_coords
+from datamodules.fields import FieldBatch, Grid, canonical_coords, gather_points
+from datamodules.points import ContextQuerySampler, PointSubset
+from evaluation.protocol import Capabilities
 from lightning_modules.diffusion_method import DiffusionMethod
-from lightning_modules.point_sampler import PointSampler
-
-
-def _gather_points(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x (B, N, C) at index (B, M) -> (B, M, C)."""
-    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-
 
 class DPF(DiffusionMethod):
     """Training is the paper's Algorithm 1, sampling its Algorithm 2, on query points at any resolution.
 
     net: a score field `net(context_coords, context_values, query_coords, query_values, t) -> eps` (PerceiverIO,
         Transformer encoder or MLP-mixer); its coord_dim, signal_dim and output size come from the data.
-    point_sampler: PointSampler arguments for training (num_context, num_query, replacement, same_points).
+    point_sampler: ContextQuerySampler arguments for training (num_context, num_query, replacement, same_points).
     shared_noise_for_overlap: a point drawn as both context and query gets one noise draw (the sampler's view,
         where context values are query values); false is the literal Algorithm 1 (independent eps_c, eps_q).
     sampling_context: context points at sampling time (a random subset of the queries, fixed for the chain);
@@ -33,7 +28,7 @@ class DPF(DiffusionMethod):
     """
 
     method_name = "dpf"
-    supported_domains = ("grid", "sphere", "latlon")
+    capabilities = Capabilities(domains=("grid2d", "grid3d", "sphere", "latlon"), resolution_free=True)
     channel_dim = -1
 
     def __init__(self, net: dict, point_sampler: dict, shared_noise_for_overlap: bool = False,
@@ -50,7 +45,7 @@ class DPF(DiffusionMethod):
                    num_timesteps=self.diffusion.num_timesteps)
         net.setdefault("coord_max_resolution", max(self.domain.shape))
         self.net = instantiate(net)
-        self.point_sampler = PointSampler(**point_sampler)
+        self.point_sampler = ContextQuerySampler(**point_sampler)
         self.point_sampler.check(self.domain.num_points)
         self.shared_noise_for_overlap = shared_noise_for_overlap
         self.sampling_context, self.query_chunk_size = sampling_context, query_chunk_size
@@ -75,7 +70,7 @@ class DPF(DiffusionMethod):
         t = self.sample_timesteps(batch.batch_size)
         if self.shared_noise_for_overlap:
             noise = torch.randn_like(batch.values)  # one draw per field point, read by both sets
-            context_noise, query_noise = _gather_points(noise, context.index), _gather_points(noise, query.index)
+            context_noise, query_noise = gather_points(noise, context.index), gather_points(noise, query.index)
         else:
             context_noise, query_noise = torch.randn_like(context.values), torch.randn_like(query.values)
         context_t = self.diffusion.q_sample(context.values, t, context_noise)
@@ -97,24 +92,24 @@ class DPF(DiffusionMethod):
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, resolution=None,
                progress: bool = False, num_context: Optional[int] = None, **sampler_overrides) -> FieldBatch:
         """Algorithm 2 on the domain's coordinates at `resolution` (any resolution; default the training one)."""
-        domain = self.domain.at_resolution(resolution) if resolution is not None else self.domain
+        domain = self.sampling_domain(resolution)
         query_coords = canonical_coords(domain).to(self.device).expand(num_samples, -1, -1)
         num_queries = query_coords.shape[1]
         if self.point_sampler.same_points:  # paired backbones read every query as its own context
             context_index = torch.arange(num_queries, device=self.device).expand(num_samples, -1)
         else:
             requested = num_context or self.sampling_context or min(
-                self.point_sampler.count(self.point_sampler.num_context, self.domain.num_points, "num_context"),
-                num_queries)
+                self.point_sampler.context.count_for(self.domain.num_points), num_queries)
             if requested > num_queries:
                 raise ValueError(f"num_context={requested} exceeds the {num_queries} query points at resolution "
                                  f"{list(domain.shape)}; the context is a subset of the queries")
-            context_index = PointSampler(requested).draw(num_samples, num_queries, requested, self.device, generator)
-        context_coords = _gather_points(query_coords, context_index)
+            context_index = PointSubset(requested, name="num_context").draw(num_samples, num_queries, self.device,
+                                                                            generator)
+        context_coords = gather_points(query_coords, context_index)
 
         def denoise(query_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             # the context is re-read from the current query values at every step (Algorithm 2, line 7)
-            return self._score_queries(context_coords, _gather_points(query_t, context_index), query_coords,
+            return self._score_queries(context_coords, gather_points(query_t, context_index), query_coords,
                                        query_t, t)
 
         values = self.run_sampler(denoise, (num_samples, num_queries, self.signal_dim), generator=generator,

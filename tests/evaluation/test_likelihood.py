@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from evaluation.likelihood import LikelihoodModel, aggregate_bpd, ensemble_bpd, rate_distortion_table
+from evaluation.likelihood import (LikelihoodModel, aggregate_bpd, ensemble_bpd, rate_distortion_table,
+                                   with_order_ensemble)
 
 
 def _diffusion_results(num_steps=10):
@@ -55,12 +56,36 @@ def test_ensemble_bpd_averages_probabilities():
     assert ensemble_bpd(torch.tensor([[1.0], [3.0]]), num_dims=1).item() == pytest.approx(-math.log2(5 / 16))
 
 
-def test_likelihood_protocol_is_structural():
-    class Model:
+def test_a_likelihood_model_is_one_by_declaration_not_by_a_method_name():
+    class Declared(LikelihoodModel):
         def bits_per_dim(self, batch):
             return {"total_bpd": torch.zeros(1)}
 
-    assert isinstance(Model(), LikelihoodModel) and not isinstance(object(), LikelihoodModel)
+    class LookAlike:
+        def bits_per_dim(self, batch):
+            return {"total_bpd": torch.zeros(1)}
+
+    assert isinstance(Declared(), LikelihoodModel) and not isinstance(LookAlike(), LikelihoodModel)
+    with pytest.raises(TypeError, match="abstract"):
+        type("Incomplete", (LikelihoodModel,), {})()
+
+
+def test_orders_become_their_ensemble_and_are_reported_each():
+    # one dim: order a gives bpd 1 (p = 1/2), order b bpd 3 (p = 1/8): the ensemble is -log2(5/16)
+    result = {"bpd_order/a": torch.tensor([1.0, 2.0]), "bpd_order/b": torch.tensor([3.0, 2.0]),
+              "nll_hidden/top": torch.tensor([0.5, 1.5])}
+    merged = with_order_ensemble(result, num_dims=1)
+    assert merged["total_bpd"][0].item() == pytest.approx(-math.log2(5 / 16))
+    assert merged["total_bpd"][1].item() == pytest.approx(2.0)
+    summary = aggregate_bpd([merged])
+    assert summary["bpd"] == pytest.approx((-math.log2(5 / 16) + 2.0) / 2)
+    assert summary["bpd_order/a"] == pytest.approx(1.5) and summary["bpd_order/b"] == pytest.approx(2.5)
+    assert summary["nll_hidden/top"] == pytest.approx(1.0)
+    # max_k log p_k - log K <= log p_ensemble <= max_k log p_k: best <= ensemble <= best + log2(K) / D bits/dim
+    best = torch.minimum(result["bpd_order/a"], result["bpd_order/b"]).double()
+    assert torch.all(merged["total_bpd"] >= best - 1e-12) and torch.all(merged["total_bpd"] <= best + 1.0 + 1e-12)
+    with pytest.raises(KeyError, match="their ensemble"):
+        with_order_ensemble({**result, "total_bpd": torch.zeros(2)}, num_dims=1)
 
 
 def test_tables_from_a_real_calc_bpd_loop():

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.train import build, train
+from experiments.train import train
+from lightning_modules.build import build
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "experiment").glob("*.yaml"))
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 from hydra.errors import MissingConfigException
 
-from experiments.train import build, train
+from experiments.train import train
+from lightning_modules.build import build
 from lightning_modules.base import DomainNotSupportedError, NonFiniteLossError
 from lightning_modules.checkpointing import ConfigMismatchError, read_checkpoint
 from lightning_modules.ddpm import DDPM
@@ -18,7 +19,7 @@ def test_unknown_group_option_lists_the_valid_names(make_cfg):
 
 
 def test_grid_only_method_on_sphere_fails_before_reading_data(make_cfg):
-    with pytest.raises(DomainNotSupportedError, match=r"accept 'sphere': \['dpf'\]"):
+    with pytest.raises(DomainNotSupportedError, match=r"accept 'sphere': \[[^]]*'dpf'"):
         build(make_cfg("method=ddpm", "data=sphere_digits"))
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from datamodules.fields import FieldBatch, Grid, Sphere
-from lightning_modules.base import DomainNotSupportedError
+from lightning_modules.base import CapabilityError, DomainNotSupportedError
 from lightning_modules.ddpm import DDPM
 
 TINY_UNET = {"_target_": "networks.unet.UNet", "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
@@ -32,11 +32,14 @@ def test_losses_samples_and_bits_per_dim():
 
 
 def test_grid_only_method_refuses_other_domains_at_config_time():
-    with pytest.raises(DomainNotSupportedError, match=r"methods that accept 'sphere': \['dpf'\]"):
+    # the lists come from the registry's declared capabilities
+    with pytest.raises(DomainNotSupportedError, match=r"methods that accept 'sphere': \[[^]]*'dpf'"):
         make_ddpm(domain=Sphere((8, 8)))
-    with pytest.raises(DomainNotSupportedError, match="method=dpf"):
+    with pytest.raises(DomainNotSupportedError, match=r"methods that accept 'grid3d': \[[^]]*'dpf'"):
         make_ddpm(domain=Grid((8, 8, 8)))
-    with pytest.raises(ValueError, match="resolution-free sampling needs method=dpf"):
+    with pytest.raises(DomainNotSupportedError, match="square images"):
+        make_ddpm(domain=Grid((8, 4)))
+    with pytest.raises(CapabilityError, match=r"resolution-free sampling needs one of \[[^]]*'dpf'"):
         make_ddpm().sample(1, resolution=16)
     with pytest.raises(ValueError, match="unknown sampler options"):
         make_ddpm().sample(1, step=3)

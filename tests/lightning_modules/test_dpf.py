@@ -108,8 +108,10 @@ def test_seeded_sampling_golden_values():
     torch.testing.assert_close(out[0, :3, 0], torch.tensor(GOLDEN_FIRST), atol=1e-5, rtol=0)
 
 
-GOLDEN_SUM = -3.5740749835968018  # seeded init (torch.manual_seed(0)), generator seed 0, T=10
-GOLDEN_FIRST = [-0.9045136570930481, -0.17187093198299408, -0.6693211793899536]
+# seeded init (torch.manual_seed(0)), generator seed 0, T=10; re-pinned when the context draw became O(k)
+# (datamodules.points.draw_distinct; the old rand-topk draw reproduces the previous -3.5740749835968018)
+GOLDEN_SUM = -6.75092887878418
+GOLDEN_FIRST = [-0.3004079759120941, -1.0, -0.43246549367904663]
 
 
 def test_coordinate_jitter_reads_each_field_between_its_grid_points():
