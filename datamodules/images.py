@@ -1,10 +1,14 @@
-"""Images as fields on a 2-D Grid: levels 0..L-1 scaled to [-1, 1] as x / (L - 1) * 2 - 1."""
+"""Images as fields on a 2-D Grid: levels 0..L-1 scaled to [-1, 1] as x / (L - 1) * 2 - 1, and fields back to
+uint8 images (stored as 0..255 on the data's level grid: 255 l / (L - 1), rounded)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
+import torch
 
 from datamodules.field_maker import FieldMaker
-from datamodules.fields import Grid, Resolution
+from datamodules.fields import Domain, Grid, Resolution
 from datamodules.sources.base import Source
 from datamodules.sources.imaging import resample_filter, resize_images
 
@@ -41,6 +45,29 @@ def full_range_to_levels(images: np.ndarray, num_levels: int, name: str = "image
                          f"{num_levels}-level grid of the data (0..255 in steps of 255/{num_levels - 1}); write "
                          "them with the data's levels, as sample.py's samples.npz does")
     return levels
+
+
+def to_images(values: torch.Tensor, domain: Domain, num_levels: Optional[int] = None) -> np.ndarray:
+    """uint8 (N, H, W, C) in 0..255 of 2-D grid fields with values in [-1, 1], quantised to the data's
+    `num_levels` (None: 256)."""
+    levels = num_levels or 256
+    dense = domain.to_dense(torch.as_tensor(values)).permute(0, 2, 3, 1).cpu().numpy()
+    return levels_to_full_range(unit_to_levels(dense, levels), levels)
+
+
+def images_to_values(images: np.ndarray, domain: Domain, channels: int, num_levels: Optional[int] = None,
+                     name: str = "images") -> torch.Tensor:
+    """The inverse of to_images, exact: (N, H, W, C) uint8 on the data's level grid -> (N, P, C) values."""
+    images = np.asarray(images)
+    if images.ndim == 3 and channels == 1:
+        images = images[..., None]
+    expected = (*domain.shape, channels)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != expected or not len(images):
+        raise ValueError(f"{name} must hold uint8 images (N, {', '.join(map(str, expected))}) for this model, got "
+                         f"{images.dtype} {images.shape}")
+    levels = num_levels or 256
+    dense = levels_to_unit(full_range_to_levels(images, levels, name), levels)
+    return domain.from_dense(torch.from_numpy(dense).permute(0, 3, 1, 2))
 
 
 class ImageGrid(FieldMaker):

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from PIL import Image
 
 from datamodules.fields import Domain, Grid, LatLon, Sphere
+from datamodules.images import unit_to_levels
 
 BACKGROUND = 255
 DEFAULT_VIEWS = {"sphere": (-90.0, 180.0), "latlon": (20.0, 0.0)}  # (lat, lon) degrees at the globe's centre
@@ -36,7 +36,7 @@ def _lut(cmap: Optional[str]) -> np.ndarray:
 
 def colorize(values: np.ndarray, cmap: Optional[str] = None) -> np.ndarray:
     """(..., C) values in [-1, 1] -> (..., 3) uint8: RGB as is for C = 3, through `cmap` (None: grey) for C = 1."""
-    levels = np.rint((np.clip(values, -1, 1) + 1) * 127.5).astype(np.uint8)
+    levels = unit_to_levels(values, 256)
     if values.shape[-1] == 3:
         return levels
     if values.shape[-1] == 1:
@@ -173,7 +173,7 @@ def render_fields(values, domain: Domain, nrow: Optional[int] = None, *, cmap: O
     if cmap == "default":
         cmap = DEFAULT_CMAPS.get(domain.name)
     gap = max(padding, 2)
-    if isinstance(domain, Grid) and len(domain.shape) == 2:
+    if domain.kind == "grid2d":
         scale = scale or max(1, math.ceil(MIN_TILE["image"] / max(domain.shape)))
         images = colorize(values, cmap).reshape(len(values), *domain.shape, 3)
         tiles = _upscale(images, scale)
@@ -186,11 +186,3 @@ def render_fields(values, domain: Domain, nrow: Optional[int] = None, *, cmap: O
     else:
         raise ValueError(f"render_fields draws Grid (2-D, 3-D), Sphere and LatLon fields, not {domain.name}")
     return Image.fromarray(tile_images(tiles, nrow, padding))
-
-
-def save_image_grid(values, domain: Domain, path: str | Path, nrow: Optional[int] = None, **options) -> Path:
-    """`render_fields(values, domain, nrow, **options)` saved to `path` (format from the suffix, e.g. .png)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    render_fields(values, domain, nrow, **options).save(path)
-    return path

@@ -38,7 +38,9 @@ def surface_points(voxels: Union[np.ndarray, Tensor], num_points: int = 2048, le
         log.warning("voxel grid has no surface at level %s (empty shape); its points are NaN", level)
         return np.full((num_points, 3), np.nan, dtype=np.float32)
     vertices, faces, _, _ = marching_cubes(padded, level=level)
-    triangles = (vertices - 1)[faces]  # (F, 3 corners, 3 xyz) in voxel-index units of the unpadded grid
+    # voxel-index units of the unpadded grid -> [-1, 1] per axis, before areas: a non-cubic grid scales its axes
+    # differently, and areas measured in index units would weight the faces wrongly
+    triangles = ((2 * (vertices - 1) + 1) / np.array(volume.shape, dtype=np.float64) - 1)[faces]
     edges_u, edges_v = triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0]
     areas = 0.5 * np.linalg.norm(np.cross(edges_u, edges_v), axis=1)
     chosen = rng.choice(len(faces), size=num_points, p=areas / areas.sum())
@@ -46,8 +48,7 @@ def surface_points(voxels: Union[np.ndarray, Tensor], num_points: int = 2048, le
     flip = (u + v) > 1  # reflect into the triangle: uniform barycentric coordinates
     u, v = np.where(flip, 1 - u, u), np.where(flip, 1 - v, v)
     points = triangles[chosen, 0] + u * edges_u[chosen] + v * edges_v[chosen]
-    resolution = np.array(volume.shape, dtype=np.float64)
-    return ((2 * points + 1) / resolution - 1).astype(np.float32)
+    return points.astype(np.float32)
 
 
 def surface_point_clouds(voxels: Union[np.ndarray, Tensor], num_points: int = 2048, level: float = 0.5,

@@ -7,10 +7,11 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from evaluation.extractors import FeatureExtractor, default_extractor_name, get_extractor, to_full_range
+from datamodules.images import levels_to_full_range
+from evaluation.extractors import FeatureExtractor, default_extractor_name, get_extractor
 from evaluation.extractors.base import Images, images_to_tensor
 from evaluation.image_metrics import fid, inception_score, kid, precision_recall
-from evaluation.reference_stats import Resolution, reference_features, resize_images
+from evaluation.reference_stats import reference_features
 
 METRICS = ("fid", "kid", "is", "precision_recall")
 
@@ -30,20 +31,20 @@ def score_samples(images: Images, dataset: str, metrics: Sequence[str] = ("fid",
                   extractor: Union[FeatureExtractor, str, None] = None,
                   reference_images: Optional[Images] = None,
                   load_reference: Optional[Callable[[], Images]] = None, split: str = "train",
-                  resolution: Resolution = None, max_reference: Optional[int] = None, num_levels: int = 256,
+                  max_reference: Optional[int] = None, num_levels: int = 256,
                   kid_subsets: int = 100, kid_subset_size: int = 1000, is_splits: int = 10, k: int = 3,
                   seed: int = 0, extractor_kwargs: Optional[dict] = None) -> dict[str, float]:
     """Image metrics of generated `images` (uint8 (N, H, W, C) with `num_levels` levels, e.g. 17 for digits).
 
     The reference is `reference_images` (uint8 0..255, not cached), or `load_reference()` (uint8 0..255) whose
-    features are cached per (dataset, split, resolution, extractor); `resolution` resizes the reference (e.g. to
-    the samples' size when sampling at another resolution; None keeps it). `extractor` is an instance, a name,
-    or None for the dataset's default.
+    features are cached per (dataset, split key, extractor); either must be at the samples' resolution
+    (evaluation.field_scores prepares it through the DataModule). `extractor` is an instance, a name, or None for
+    the dataset's default.
     """
     metrics = check_metrics(metrics)
     if extractor is None or isinstance(extractor, str):
         extractor = get_extractor(extractor or default_extractor_name(dataset), **(extractor_kwargs or {}))
-    samples = torch.from_numpy(to_full_range(images_to_tensor(images).cpu().numpy(), num_levels))
+    samples = torch.from_numpy(levels_to_full_range(images_to_tensor(images).cpu().numpy(), num_levels))
     sample_features, sample_logits = extractor.features_and_logits(samples)
     out: dict[str, float] = {}
     if "is" in metrics:
@@ -51,7 +52,7 @@ def score_samples(images: Images, dataset: str, metrics: Sequence[str] = ("fid",
                                     splits=min(is_splits, len(samples)))
         out[metric_key("is", extractor)], out[metric_key("is_std", extractor)] = mean, std
     if set(metrics) - {"is"}:
-        real = _reference(extractor, dataset, split, reference_images, load_reference, resolution, max_reference)
+        real = _reference(extractor, dataset, split, reference_images, load_reference, max_reference)
         if "fid" in metrics:
             out[metric_key("fid", extractor)] = fid(real, sample_features)
         if "kid" in metrics:
@@ -64,10 +65,10 @@ def score_samples(images: Images, dataset: str, metrics: Sequence[str] = ("fid",
 
 
 def _reference(extractor: FeatureExtractor, dataset: str, split: str, reference_images: Optional[Images],
-               load_reference: Optional[Callable[[], Images]], resolution: Resolution,
+               load_reference: Optional[Callable[[], Images]],
                max_reference: Optional[int]) -> Tensor:
     if reference_images is not None:
-        return extractor.features(resize_images(images_to_tensor(reference_images)[:max_reference], resolution))
+        return extractor.features(images_to_tensor(reference_images)[:max_reference])
     if load_reference is None:
         raise ValueError("FID, KID and precision/recall need real images: pass reference_images or load_reference")
-    return reference_features(extractor, dataset, split, load_reference, resolution, max_reference)["features"]
+    return reference_features(extractor, dataset, split, load_reference, max_reference)["features"]

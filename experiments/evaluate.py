@@ -12,17 +12,14 @@ from typing import Optional
 import hydra
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from evaluation.geometry import coverage_mmd, surface_point_clouds
-from evaluation.protocol import IMAGE_METRICS, check_metrics, default_metrics, test_split_metrics
-from evaluation.reference_stats import as_uint8_images
+from evaluation.field_scores import score_generated
+from evaluation.protocol import check_metrics, default_metrics, test_split_metrics
 from evaluation.report import compare_runs, write_metrics
-from evaluation.sample_metrics import score_samples
 from lightning_modules.checkpointing import load_method
 from lightning_modules.runtime import instantiate_plainly, register_resolvers, resolve_device
-from lightning_modules.sampling import draw, sampler_options, save_samples, to_images
+from lightning_modules.sampling import draw, sampler_options, save_samples
 
 log = logging.getLogger("fieldgen.evaluate")
 register_resolvers()
@@ -37,29 +34,11 @@ def chosen_metrics(requested: Optional[list], domain, capabilities=None, method:
 
 def sample_metrics(cfg: DictConfig, datamodule, metrics: list[str], values: torch.Tensor, domain) -> dict:
     """Image metrics against the data's reference split, or coverage/MMD against its test shapes."""
-    items, indices = datamodule.split_indices()["test" if "coverage_mmd" in metrics else cfg.reference_split]
-    indices = np.asarray(indices)[: cfg.max_reference]
-    reference = [items[int(i)] for i in indices]
-    out = {}
-    image_metrics = [m for m in metrics if m in IMAGE_METRICS]
-    if image_metrics:
-        resolution = None if domain.shape == datamodule.domain.shape else tuple(domain.shape)
-        out.update(score_samples(
-            to_images(values, domain, datamodule.num_levels), datamodule.name, image_metrics, cfg.extractor,
-            load_reference=lambda: as_uint8_images(reference, datamodule.num_levels),
-            split=f"{cfg.reference_split}-{len(reference)}", resolution=resolution, num_levels=256,
-            kid_subsets=cfg.kid_subsets, kid_subset_size=min(cfg.kid_subset_size, len(values), len(reference)),
-            is_splits=cfg.is_splits, k=cfg.pr_k, seed=cfg.seed, extractor_kwargs=cfg.extractor_kwargs))
-    if "coverage_mmd" in metrics:
-        dense = domain.to_dense(values)
-        if cfg.upsample_to:  # DPF Table 3: sample at 32^3, upsample trilinearly to 64^3, then mesh
-            dense = F.interpolate(dense, size=(cfg.upsample_to,) * 3, mode="trilinear", align_corners=False)
-        generated = surface_point_clouds((dense[:, 0] > 0).numpy(), cfg.surface_points, seed=cfg.seed)
-        real = surface_point_clouds(np.stack(reference).astype(bool), cfg.surface_points, seed=cfg.seed + 1)
-        scores = coverage_mmd(generated, real)
-        out.update({"coverage[chamfer]": scores["coverage"], "mmd[chamfer]": scores["mmd"],
-                    "empty_fraction": scores["empty_fraction"]})
-    return out
+    return score_generated(values, domain, datamodule, metrics, reference_split=cfg.reference_split,
+                           max_reference=cfg.max_reference, extractor=cfg.extractor,
+                           extractor_kwargs=cfg.extractor_kwargs, kid_subsets=cfg.kid_subsets,
+                           kid_subset_size=cfg.kid_subset_size, is_splits=cfg.is_splits, pr_k=cfg.pr_k, seed=cfg.seed,
+                           upsample_to=cfg.upsample_to, surface_points=cfg.surface_points)
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> None:

@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 
 from lightning_modules.checkpointing import load_method
 from lightning_modules.runtime import register_resolvers, resolve_device
-from lightning_modules.sampling import (complete, draw, field_maker_of, hidden_region, images_to_values,
-                                        sampler_options, save_samples)
+from datamodules.images import images_to_values
+from lightning_modules.sampling import complete, draw, field_maker_of, hidden_region, sampler_options, save_samples
 
 log = logging.getLogger("fieldgen.sample")
 register_resolvers()

@@ -28,9 +28,16 @@ class CapabilityError(ValueError):
     """A method was asked for something its capabilities do not include (another resolution, completion, ...)."""
 
 
-def as_container(cfg: Any) -> Any:
-    """Plain dicts/lists for hyper-parameters (checkpoints and W&B read them without omegaconf)."""
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, (DictConfig, ListConfig)) else cfg
+def as_container(value: Any) -> Any:
+    """Plain dicts/lists all the way down, for hyper-parameters (checkpoints load them with weights_only=True, W&B
+    and config comparisons read them without omegaconf)."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, (list, tuple)):
+        return [as_container(item) for item in value]
+    if isinstance(value, dict):
+        return {key: as_container(item) for key, item in value.items()}
+    return value
 
 
 class FieldGenerativeModule(L.LightningModule):

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import get_class
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from lightning_modules.base import FieldGenerativeModule
+from lightning_modules.base import FieldGenerativeModule, as_container
 
 
 class ConfigMismatchError(ValueError):
@@ -74,8 +74,8 @@ def check_config_matches(checkpoint: dict[str, Any], module: FieldGenerativeModu
                                   "use that method's experiment, or a fresh run_name to start over")
     differences = []
     for key in module.structural_hparams:
-        ours = _flatten(_plain(module.hparams.get(key)), f"{key}.")
-        theirs = _flatten(_plain(saved.get(key)), f"{key}.")
+        ours = _flatten(as_container(module.hparams.get(key)), f"{key}.")
+        theirs = _flatten(as_container(saved.get(key)), f"{key}.")
         for name in sorted(set(ours) | set(theirs)):
             if ours.get(name) != theirs.get(name):
                 differences.append(f"  {name}: checkpoint {theirs.get(name)!r}, this run {ours.get(name)!r}")
@@ -83,18 +83,6 @@ def check_config_matches(checkpoint: dict[str, Any], module: FieldGenerativeModu
         raise ConfigMismatchError(
             f"{path} was trained with a different model configuration:\n" + "\n".join(differences) +
             "\nRun with the checkpoint's settings, or start a fresh run (another run_name, or resume=false).")
-
-
-def _plain(value: Any) -> Any:
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def load_method(path: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu"

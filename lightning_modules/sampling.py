@@ -18,7 +18,7 @@ import torch
 from hydra.utils import instantiate
 
 from datamodules.fields import Domain, FieldBatch
-from datamodules.images import full_range_to_levels, levels_to_full_range, levels_to_unit, unit_to_levels
+from datamodules.images import to_images
 from datamodules.render import render_fields
 from lightning_modules.base import CapabilityError
 
@@ -70,29 +70,6 @@ def hidden_region(domain: Domain, name: str) -> torch.Tensor:
         raise ValueError(f"region {name!r} of a {height}x{width} image hides {int(mask.sum())} of {mask.numel()} "
                          "pixels; completion needs some hidden and some observed pixels")
     return mask
-
-
-def to_images(values: torch.Tensor, domain: Domain, num_levels: Optional[int] = None) -> np.ndarray:
-    """uint8 (N, H, W, C) in 0..255 of 2-D grid fields with values in [-1, 1], quantised to the data's
-    `num_levels` (None: 256)."""
-    levels = num_levels or 256
-    dense = domain.to_dense(values).permute(0, 2, 3, 1).cpu().numpy()
-    return levels_to_full_range(unit_to_levels(dense, levels), levels)
-
-
-def images_to_values(images: np.ndarray, domain: Domain, channels: int, num_levels: Optional[int] = None,
-                     name: str = "images") -> torch.Tensor:
-    """The inverse of to_images, exact: (N, H, W, C) uint8 on the data's level grid -> (N, P, C) values."""
-    images = np.asarray(images)
-    if images.ndim == 3 and channels == 1:
-        images = images[..., None]
-    expected = (*domain.shape, channels)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != expected or not len(images):
-        raise ValueError(f"{name} must hold uint8 images (N, {', '.join(map(str, expected))}) for this model, got "
-                         f"{images.dtype} {images.shape}")
-    levels = num_levels or 256
-    dense = levels_to_unit(full_range_to_levels(images, levels, name), levels)
-    return domain.from_dense(torch.from_numpy(dense).permute(0, 3, 1, 2))
 
 
 def complete(module, values: torch.Tensor, observed: torch.Tensor, batch_size: int, seed: int,

@@ -66,13 +66,13 @@ class CIFAR10:
     num_levels = 256
     item_shape = (32, 32, 3)
 
-    def __init__(self, data_dir: Optional[str | Path] = None):
+    def __init__(self, data_dir: Optional[str | Path] = None, data_root: Optional[str | Path] = None):
         root = find_data_dir(
             data_dir, ["cifar10", "cifar-10"], lambda d: (d / BATCH_DIR / "test_batch").is_file()
             or (d / "test_batch").is_file(),
             dataset="CIFAR-10", origin="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (extract it)",
             layout=f"{BATCH_DIR}/data_batch_1..5 and {BATCH_DIR}/test_batch (python version), or a folder "
-                   "holding those files directly")
+                   "holding those files directly", data_root=data_root)
         self.root = root / BATCH_DIR if (root / BATCH_DIR).is_dir() else root
 
     @cached_property

@@ -51,14 +51,14 @@ class ERA5Temperature:
     channels = 1
     num_levels = None
 
-    def __init__(self, data_dir: Optional[str | Path] = None):
+    def __init__(self, data_dir: Optional[str | Path] = None, data_root: Optional[str | Path] = None):
         self.root = find_data_dir(
             data_dir, ["era5", "era5_temp2m_16x"], lambda d: _split_dir(d, "train") is not None,
             dataset="ERA5 temperature (GASP release)",
             layout=f"{SPLIT_PREFIX}train/*.npz (and {SPLIT_PREFIX}val, {SPLIT_PREFIX}test), each .npz with "
                    "latitude (46,), longitude (90,), temperature (46, 90) in Kelvin",
             origin="the ERA5 link of github.com/EmilienDupont/neural-function-distributions (README, 'Downloading "
-                   "datasets'): era5_temp2m_16x_{train,val,test}.zip, unzipped side by side")
+                   "datasets'): era5_temp2m_16x_{train,val,test}.zip, unzipped side by side", data_root=data_root)
         self._dirs = {s: d for s in SPLIT_NAMES if (d := _split_dir(self.root, s)) is not None}
 
     @cached_property

@@ -12,23 +12,26 @@ from datamodules.sources.errors import DatasetNotFoundError
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def data_root() -> Path:
-    """Where datasets live by default: $FIELDGEN_DATA_DIR, else ./data (the `paths.data_dir` of the configs)."""
+def default_data_root() -> Path:
+    """Where datasets live unless a config says otherwise: $FIELDGEN_DATA_DIR, else ./data (the same default as
+    the configs' `paths.data_dir`, which every data config passes to its source)."""
     return Path(os.environ.get("FIELDGEN_DATA_DIR", "data")).expanduser()
 
 
 def find_data_dir(data_dir: Optional[str | Path], default_dirs: Sequence[str | Path],
-                  is_dataset: Callable[[Path], bool], *, dataset: str, layout: str, origin: str) -> Path:
-    """The first of `data_dir` (when given, the only candidate) or `default_dirs` (relative ones under the data
-    root) that holds the dataset according to `is_dataset`; else DatasetNotFoundError."""
+                  is_dataset: Callable[[Path], bool], *, dataset: str, layout: str, origin: str,
+                  data_root: Optional[str | Path] = None) -> Path:
+    """The first of `data_dir` (when given, the only candidate) or `default_dirs` (relative ones under `data_root`,
+    default `default_data_root()`) that holds the dataset according to `is_dataset`; else DatasetNotFoundError."""
+    root = Path(data_root).expanduser() if data_root is not None else default_data_root()
     if data_dir is not None:
         candidates = [Path(data_dir).expanduser()]
     else:
-        candidates = [p if Path(p).is_absolute() else data_root() / p for p in map(Path, default_dirs)]
+        candidates = [p if Path(p).is_absolute() else root / p for p in map(Path, default_dirs)]
     for candidate in candidates:
         if candidate.is_dir() and is_dataset(candidate):
             return candidate
-    raise DatasetNotFoundError(dataset, candidates, layout, origin)
+    raise DatasetNotFoundError(dataset, candidates, layout, origin, root)
 
 
 def split_dirs(root: Path, names: Iterable[str] = SPLIT_NAMES) -> dict[str, Path]:

@@ -60,12 +60,12 @@ class IDXImages:
     default_dirs: tuple[str, ...] = ()
     origin = ""
 
-    def __init__(self, data_dir: Optional[str | Path] = None):
+    def __init__(self, data_dir: Optional[str | Path] = None, data_root: Optional[str | Path] = None):
         self.root = find_data_dir(
             data_dir, self.default_dirs, lambda d: _idx_path(d, "train-images-idx3-ubyte") is not None,
             dataset=self.dataset, origin=self.origin,
             layout="a folder with train-images-idx3-ubyte.gz, t10k-images-idx3-ubyte.gz (and optionally "
-                   "train-labels-idx1-ubyte.gz, t10k-labels-idx1-ubyte.gz), gzipped or not")
+                   "train-labels-idx1-ubyte.gz, t10k-labels-idx1-ubyte.gz), gzipped or not", data_root=data_root)
 
     @cached_property
     def _images(self) -> dict[str, np.ndarray]:

@@ -1,7 +1,6 @@
 """Lat-lon fields from a NetCDF3 file via scipy.io.netcdf_file (no netCDF4/xarray/cartopy needed)."""
 from __future__ import annotations
 
-import importlib.util
 from functools import cached_property
 from pathlib import Path
 from typing import Optional, Sequence
@@ -13,7 +12,6 @@ from datamodules.sources.errors import DatasetNotFoundError
 from datamodules.sources.latlon_grid import canonical_latlon
 
 LATITUDE_NAMES, LONGITUDE_NAMES = {"lat", "latitude", "nav_lat"}, {"lon", "longitude", "nav_lon"}
-CARTOPY_SST = Path("data", "netcdf", "HadISST1_SST_update.nc")
 
 
 def _text(value) -> str:
@@ -112,10 +110,3 @@ class NetCDFLatLon:
 
     def splits(self) -> dict[str, np.ndarray]:
         return {"all": self._fields}
-
-
-def cartopy_sst() -> NetCDFLatLon:
-    """Cartopy's bundled HadISST1 sea-surface temperature (one 180x360 field, degC) when cartopy is installed."""
-    spec = importlib.util.find_spec("cartopy")
-    path = Path(spec.origin).parent / CARTOPY_SST if spec and spec.origin else Path("cartopy", CARTOPY_SST)
-    return NetCDFLatLon(path, "sst")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from evaluation.extractors.base import FeatureExtractor, images_to_tensor, to_full_range
+from evaluation.extractors.base import FeatureExtractor, images_to_tensor
 from evaluation.extractors.classifier import CLASSIFIERS, ClassifierExtractor
 from evaluation.extractors.clip import CLIPExtractor
 from evaluation.extractors.inception import InceptionExtractor, inception_available
@@ -12,7 +12,7 @@ EXTRACTORS = ("inception", "clip", *CLASSIFIERS)
 DATASET_CLASSIFIERS = {spec.dataset: name for name, spec in CLASSIFIERS.items()}
 
 __all__ = ["FeatureExtractor", "EXTRACTORS", "get_extractor", "default_extractor_name", "images_to_tensor",
-           "to_full_range", "ClassifierExtractor", "CLIPExtractor", "InceptionExtractor"]
+           "ClassifierExtractor", "CLIPExtractor", "InceptionExtractor"]
 
 
 def get_extractor(name: str, **kwargs) -> FeatureExtractor:

@@ -33,17 +33,6 @@ def images_to_tensor(images: Images) -> Tensor:
     return images[..., :3]
 
 
-def to_full_range(images: np.ndarray, num_levels: int) -> np.ndarray:
-    """uint8 images with levels 0..num_levels-1 -> uint8 0..255 (what extractors take)."""
-    images = np.asarray(images)
-    if num_levels == 256:
-        return images.astype(np.uint8)
-    if images.max(initial=0) >= num_levels:
-        raise ValueError(f"images reach level {images.max()} but num_levels={num_levels}; if they are already "
-                         "0..255 pass num_levels=256")
-    return np.rint(images.astype(np.float64) * 255 / (num_levels - 1)).astype(np.uint8)
-
-
 class FeatureExtractor(ABC):
     """Embeds images with a fixed network; `name` labels every metric computed on its features."""
 

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from evaluation.cache import cache_dir, load_verified, save_verified, sha256_file
-from evaluation.extractors.base import FeatureExtractor, to_full_range
+from datamodules.images import levels_to_full_range
+from evaluation.extractors.base import FeatureExtractor
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def labelled_splits(spec: ClassifierSpec, data_dir: Optional[Union[str, Path]] =
     if missing:
         raise FileNotFoundError(f"{spec.dataset} labels for splits {sorted(missing)} are absent; the classifier "
                                 "needs the label files next to the images")
-    return {split: (to_full_range(images[split], source.num_levels), labels[split]) for split in ("train", "test")}
+    return {split: (levels_to_full_range(images[split], source.num_levels), labels[split]) for split in ("train", "test")}
 
 
 def _as_input(images: np.ndarray, size: int) -> Tensor:

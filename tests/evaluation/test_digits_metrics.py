@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from evaluation.image_metrics import fid
-from evaluation.reference_stats import as_uint8_images, reference_features, resize_images
+from datamodules.images import levels_to_full_range
+from evaluation.reference_stats import reference_features
 from evaluation.sample_metrics import score_samples
 
 
@@ -33,7 +34,7 @@ def test_score_samples_names_metrics_by_extractor_and_takes_raw_levels(digits_cn
                            reference_images=train, num_levels=17, kid_subset_size=100, kid_subsets=10)
     assert set(scores) == {f"{m}[digits-cnn]" for m in ("fid", "kid", "kid_std", "is", "is_std", "precision",
                                                          "recall")}
-    expected = fid(train_features := digits_cnn.features(train), digits_cnn.features(as_uint8_images(raw, 17)))
+    expected = fid(train_features := digits_cnn.features(train), digits_cnn.features(levels_to_full_range(raw, 17)))
     assert scores["fid[digits-cnn]"] == pytest.approx(expected)
     assert scores["is[digits-cnn]"] > 5 and scores["precision[digits-cnn]"] > 0.8
     noise_scores = score_samples(_noise(200), "digits", ["fid", "is"], digits_cnn, reference_images=train)
@@ -61,17 +62,10 @@ def test_reference_features_are_cached_per_key_and_recomputed_when_corrupt(digit
     again = reference_features(digits_cnn, "digits", "train", load, max_items=300)
     assert len(calls) == 1
     torch.testing.assert_close(again["sigma"], first["sigma"])
-    reference_features(digits_cnn, "digits", "train", load, resolution=16, max_items=300)
-    assert len(calls) == 2  # another resolution is another entry
-    (cached,) = [p for p in (tmp_path / "reference").glob("digits-train-native-*.pt")]
+    reference_features(digits_cnn, "digits", "train-other", load, max_items=300)
+    assert len(calls) == 2  # another split key (other indices or transforms) is another entry
+    (cached,) = [p for p in (tmp_path / "reference").glob("digits-train-digits-cnn-*.pt")]
     cached.write_bytes(cached.read_bytes()[:-10])
     recomputed = reference_features(digits_cnn, "digits", "train", load, max_items=300)
     assert len(calls) == 3 and "sha256" in caplog.text
     torch.testing.assert_close(recomputed["mu"], first["mu"])
-
-
-def test_resize_images_keeps_uint8_layout():
-    images = _noise(3)
-    resized = resize_images(images, 16)
-    assert resized.shape == (3, 16, 16, 1) and resized.dtype == torch.uint8
-    assert resize_images(images, None).shape == (3, 8, 8, 1)

@@ -1,14 +1,9 @@
 """End-to-end runs as a user starts them: DDP on 2 CPU processes, multirun sweeps, sample and evaluate (resume after
 SIGKILL is in the method contract, for every method)."""
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from conftest import ROOT, run_entry
+from conftest import run_entry
 from lightning_modules.checkpointing import read_checkpoint
 
 pytestmark = pytest.mark.slow
