@@ -150,3 +150,21 @@ def compare_runs(run_dirs: Sequence[PathLike], output_dir: PathLike, names: Opti
     image = output_dir / "comparison.png"
     figure.savefig(image, dpi=100)
     return {"table": table, "figure": image}
+
+
+def save_renders(output_dir: PathLike, renders: Sequence[Mapping[str, Any]],
+                 names: Optional[Sequence[str]] = None) -> None:
+    """Each view's render as output_dir/renders/<name>.png, and its depth and accumulation maps (when rendered) as
+    output_dir/depth/<name>.png (normalised to the view's range) and output_dir/acc/<name>.png."""
+    names = list(names) if names is not None else [f"view_{i:03d}" for i in range(len(renders))]
+    for name, render in zip(names, renders):
+        maps = {"renders": render["rgb"].numpy()}
+        if "depth" in render:
+            depth = render["depth"].numpy()
+            maps["depth"] = (depth - depth.min()) / max(float(depth.max() - depth.min()), 1e-12)
+        if "acc" in render:
+            maps["acc"] = render["acc"].numpy()
+        for folder, image in maps.items():
+            path = Path(output_dir) / folder / f"{name}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(path)

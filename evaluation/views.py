@@ -136,3 +136,34 @@ def lpips(pred: ImageArray, target: ImageArray, model: LPIPSVGG, batch_size: int
     with torch.no_grad():
         return torch.cat([model(to_input(p), to_input(t)).double().cpu()
                           for p, t in zip(pred.split(batch_size), target.split(batch_size))])
+
+
+@torch.no_grad()
+def score_views(renderer: ViewRenderer, views, metrics, device, lpips_model: Optional[LPIPSVGG] = None
+                ) -> tuple[dict[str, float], list[dict[str, Tensor]]]:
+    """Mean PSNR / SSIM / LPIPS of the renders of held-out views against their images, and each view's renders.
+
+    views: batches (FieldBatch) of whole views: rays with their colours in [-1, 1] (the field contract), each
+    field one view on an (H, W) domain; returns the means ("test/psnr", "test/ssim", "test/lpips[vgg]") and per
+    view {"rgb" (H, W, 3) in [0, 1], optional "depth", "acc" (H, W)} plus its scores.
+    """
+    if not isinstance(renderer, ViewRenderer):
+        raise TypeError(f"{type(renderer).__name__} does not render views (it is no ViewRenderer)")
+    if "lpips" in metrics and lpips_model is None:
+        raise ValueError("lpips needs local VGG16 weights: pass lpips_weights=PATH (torchvision's vgg16-397923af.pth)")
+    scores, renders = {name: [] for name in metrics}, []
+    for batch in views:
+        batch = batch.to(device)
+        out = renderer.render_views(batch)
+        to_image = lambda x: batch.domain.to_dense(x.float()).permute(0, 2, 3, 1).cpu()  # noqa: E731
+        pred, target = to_image(out["rgb"]).clamp(0, 1), to_image((batch.values + 1) / 2)
+        per_view = {"psnr": lambda: psnr(pred, target), "ssim": lambda: ssim(pred, target),
+                    "lpips": lambda: lpips(pred, target, lpips_model)}
+        values = {name: per_view[name]() for name in metrics}
+        for name in metrics:
+            scores[name].append(values[name])
+        extras = {key: to_image(out[key])[..., 0] for key in ("depth", "acc") if key in out}
+        renders += [{"rgb": pred[i], **{key: extra[i] for key, extra in extras.items()},
+                     **{name: float(values[name][i]) for name in metrics}} for i in range(len(pred))]
+    names = {"psnr": "test/psnr", "ssim": "test/ssim", "lpips": "test/lpips[vgg]"}
+    return {names[name]: float(torch.cat(values).mean()) for name, values in scores.items()}, renders

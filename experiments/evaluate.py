@@ -15,8 +15,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation.field_scores import score_generated
-from evaluation.protocol import check_metrics, default_metrics, test_split_metrics
-from evaluation.report import compare_runs, write_metrics
+from evaluation.protocol import VIEW_METRICS, check_metrics, default_metrics, test_split_metrics
+from evaluation.report import compare_runs, save_renders, write_metrics
+from evaluation.views import LPIPSVGG, score_views
 from lightning_modules.checkpointing import load_method
 from lightning_modules.runtime import instantiate_plainly, register_resolvers, resolve_device
 from lightning_modules.sampling import draw, sampler_options, save_samples
@@ -47,10 +48,20 @@ def evaluate_checkpoint(cfg: DictConfig) -> None:
     datamodule = instantiate_plainly(data_cfg)
     datamodule.setup("test")
     metrics = chosen_metrics(cfg.metrics, module.domain, module.capabilities, module.method_name)
+    if cfg.metrics is None and "lpips" in metrics and cfg.lpips_weights is None:
+        log.info("lpips skipped: no local VGG16 weights (lpips_weights=PATH)")
+        metrics.remove("lpips")
     torch.manual_seed(cfg.seed)
     scores, tables = test_split_metrics(module, datamodule.test_dataloader(), metrics,
                                         module.capabilities.likelihood, cfg.bpd_batches, module.device)
-    if set(metrics) - {"loss", "bpd"}:
+    view_metrics = [name for name in metrics if name in VIEW_METRICS]
+    if view_metrics:
+        lpips_model = LPIPSVGG(cfg.lpips_weights) if "lpips" in view_metrics else None
+        view_scores, renders = score_views(module, datamodule.test_dataloader(), view_metrics, module.device,
+                                           lpips_model)
+        scores.update(view_scores)
+        save_renders(Path(cfg.output_dir), renders)
+    if set(metrics) - {"loss", "bpd", *VIEW_METRICS}:
         values, coords, domain = draw(module, cfg.num_samples, cfg.batch_size, cfg.seed, cfg.resolution,
                                       cfg.progress, **sampler_options(module, cfg.sampler))
         save_samples(Path(cfg.output_dir), values, coords, domain, datamodule.field_maker)

@@ -60,3 +60,27 @@ def test_lpips_matches_torchmetrics_on_the_same_backbone(random_vgg16_weights, m
 def test_lpips_without_local_weights_says_where_to_get_them(tmp_path):
     with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth"):
         LPIPSVGG(tmp_path / "absent.pth")
+
+
+def test_score_views_renders_each_held_out_view_and_writes_its_pictures(tmp_path):
+    from datamodules.fields import FieldBatch, Grid
+    from evaluation.report import save_renders
+    from evaluation.views import ViewRenderer, score_views
+
+    class OffByATenth(ViewRenderer):  # renders every view 0.1 brighter than it is, with a depth ramp
+        def render_views(self, rays):
+            rgb = ((rays.values + 1) / 2 + 0.1).clamp(0, 1)
+            return {"rgb": rgb, "depth": rays.coords[..., :1], "acc": torch.ones_like(rgb[..., :1])}
+
+    domain = Grid((8, 8))
+    views = [FieldBatch.from_values(torch.full((2, 64, 3), -0.5), domain)]  # grey 0.25 everywhere
+    scores, renders = score_views(OffByATenth(), views, ["psnr", "ssim"], "cpu")
+    assert scores["test/psnr"] == pytest.approx(20.0) and len(renders) == 2
+    assert renders[0]["rgb"].shape == (8, 8, 3) and renders[0]["psnr"] == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="lpips_weights=PATH"):
+        score_views(OffByATenth(), views, ["lpips"], "cpu")
+    with pytest.raises(TypeError, match="no ViewRenderer"):
+        score_views(object(), views, ["psnr"], "cpu")
+    save_renders(tmp_path, renders, names=["r_0", "r_1"])
+    assert {p.name for p in (tmp_path / "renders").iterdir()} == {"r_0.png", "r_1.png"}
+    assert (tmp_path / "depth" / "r_1.png").exists() and (tmp_path / "acc" / "r_0.png").exists()
