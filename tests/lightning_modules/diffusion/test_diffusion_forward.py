@@ -3,28 +3,11 @@ import numpy as np
 import pytest
 import torch
 
+from diffusion_references import closed_form, column
 from lightning_modules.diffusion import GaussianDiffusion
 
 T = 50
 F64 = torch.float64
-
-
-def closed_form(betas: np.ndarray) -> dict:
-    """Ho et al. Eqs. 3.4 and 3.6-3.7, written out independently of the implementation."""
-    alphas = 1.0 - betas
-    alpha_bar = np.cumprod(alphas)
-    alpha_bar_prev = np.concatenate([[1.0], alpha_bar[:-1]])
-    return {
-        "alpha_bar": alpha_bar,
-        "alpha_bar_prev": alpha_bar_prev,
-        "coef_x0": np.sqrt(alpha_bar_prev) * betas / (1.0 - alpha_bar),
-        "coef_xt": np.sqrt(alphas) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar),
-        "posterior_variance": (1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * betas,
-    }
-
-
-def column(values: np.ndarray, t: torch.Tensor, ndim: int) -> torch.Tensor:
-    return torch.from_numpy(values)[t].reshape(-1, *([1] * (ndim - 1)))
 
 
 def test_q_sample_moments():
