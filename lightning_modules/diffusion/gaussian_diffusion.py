@@ -122,9 +122,9 @@ class GaussianDiffusion:
         self.decode = decode
         self.learns_variance = variance_type in LEARNED_VARIANCES
         self._set_betas(betas)
-        # the original process's step of each of this process's steps, and its a_bar (respacing reads both)
+        # the process the network is trained on, and its step of each of this process's steps (respacing sets both)
+        self.original = self
         self.timestep_map = np.arange(self.num_timesteps)
-        self.original_alphas_cumprod = self.alphas_cumprod
 
     def _set_betas(self, betas: np.ndarray) -> None:
         """Every float64 table derived from the betas (a subclass with tables of its own extends this)."""
@@ -271,9 +271,15 @@ class GaussianDiffusion:
             "sqrt_one_minus_alphas_cumprod", t, x0
         ) * x0
 
+    def _network_mean(self, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """The "mu" target: the original process's one-step posterior mean at its step, which a respaced process
+        must not read as its own (longer) step's mean."""
+        return self.original._posterior_mean(x0, x_t, self._table("timestep_map", t.device)[t])
+
     def _predict_x0_from_mean(self, x_t: Tensor, t: Tensor, mean: Tensor) -> Tensor:
-        # inverts mu~ = coef1 x0 + coef2 x_t; coef1 > 0 at every step
-        return (mean - self._extract("posterior_mean_coef2", t, x_t) * x_t) / self._extract(
+        # inverts _network_mean = coef1 x0 + coef2 x_t; coef1 > 0 at every step
+        original, t = self.original, self._table("timestep_map", t.device)[t]
+        return (mean - original._extract("posterior_mean_coef2", t, x_t) * x_t) / original._extract(
             "posterior_mean_coef1", t, x_t
         )
 
@@ -319,9 +325,10 @@ class GaussianDiffusion:
         variance = torch.exp(log_variance)
 
         if self.prediction_type == "mu":
-            # the mean is the prediction itself; clipping only touches the reported x0 (as in improved-diffusion)
-            mean = prediction
+            # the mean is the prediction itself (formed from its x0 when respaced); clipping only touches the
+            # reported x0 (as in improved-diffusion)
             pred_x0 = self._predict_x0_from_mean(x_t, t, prediction)
+            mean = prediction if self.original is self else self._posterior_mean(pred_x0, x_t, t)
         elif self.prediction_type == "eps":
             pred_x0 = self.predict_x0_from_eps(x_t, t, prediction)
         elif self.prediction_type == "v":
@@ -356,7 +363,7 @@ class GaussianDiffusion:
             return x0
         if self.prediction_type == "v":
             return self.get_v(x0, noise, t)
-        return self._posterior_mean(x0, x_t, t)
+        return self._network_mean(x0, x_t, t)
 
     def _vb_terms_from_output(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, clip_denoised: bool) -> dict:
         true_mean, _, true_log_variance = self.q_posterior_mean_variance(x0, x_t, t)

@@ -80,7 +80,7 @@ def respace(diffusion: GaussianDiffusion, use_timesteps: Iterable[int]) -> Gauss
             f"use_timesteps must hold at least 2 distinct steps in [0, {diffusion.num_timesteps}), got {kept.tolist()}"
         )
     timestep_map = diffusion.timestep_map[kept]
-    alphas_cumprod = diffusion.original_alphas_cumprod[timestep_map]  # exact even when respacing a respaced process
+    alphas_cumprod = diffusion.original.alphas_cumprod[timestep_map]  # exact also when respacing a respaced process
     spaced = copy.copy(diffusion)
     spaced._set_betas(1.0 - alphas_cumprod / np.append(1.0, alphas_cumprod[:-1]))
     spaced.timestep_map = timestep_map

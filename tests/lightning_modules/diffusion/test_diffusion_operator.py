@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_references import closed_form, column
+from diffusion_references import closed_form, column, exact_denoiser
 from lightning_modules.diffusion import GaussianDiffusion
 
 T = 20
@@ -60,26 +60,6 @@ def assert_covariance(samples: torch.Tensor, expected: torch.Tensor) -> None:
     assert ((covariance(samples) - expected).abs() <= 5 * standard_error).all()
 
 
-def range_oracle(prediction_type: str, x0_in_range: torch.Tensor, betas: np.ndarray):
-    """The exact prediction of a process whose data is the single datum A x0, from the closed forms: the noise
-    in the range e = (x_t - sqrt(a_bar) A x0) / sqrt(1 - a_bar), and the targets A x0, e, v, mu~ built from it.
-    t is the original process's index (respacing calls the network with those)."""
-    reference = closed_form(betas)
-
-    def denoise_fn(x_t, t):
-        alpha_bar = column(reference["alpha_bar"], t, x_t.ndim)
-        y0 = x0_in_range.expand_as(x_t)
-        e = (x_t - alpha_bar.sqrt() * y0) / (1 - alpha_bar).sqrt()
-        return {
-            "x0": y0,
-            "eps": e,
-            "v": alpha_bar.sqrt() * e - (1 - alpha_bar).sqrt() * y0,
-            "mu": column(reference["coef_x0"], t, x_t.ndim) * y0 + column(reference["coef_xt"], t, x_t.ndim) * x_t,
-        }[prediction_type]
-
-    return denoise_fn
-
-
 def test_q_sample_moments_per_mode_of_a_diagonal_operator():
     diffusion = GaussianDiffusion(num_timesteps=T, operator=scale)
     step, num_draws = 12, 40000
@@ -118,18 +98,12 @@ def test_training_targets_are_the_closed_forms_in_the_operators_range(prediction
     g = torch.Generator().manual_seed(2)
     x0, noise = torch.randn(2, 4, NUM_POINTS, 2, dtype=F64, generator=g)
     t = torch.tensor([0, 3, 11, T - 1])
-    reference = closed_form(diffusion.betas)
-    alpha_bar = column(reference["alpha_bar"], t, 3)
+    alpha_bar = column(closed_form(diffusion.betas)["alpha_bar"], t, 3)
     a_x0, a_noise = torch.einsum("ij,bjc->bic", BLUR, x0), torch.einsum("ij,bjc->bic", BLUR, noise)
     expected_x_t = alpha_bar.sqrt() * a_x0 + (1 - alpha_bar).sqrt() * a_noise
-    target = {
-        "x0": a_x0,
-        "eps": a_noise,
-        "v": alpha_bar.sqrt() * a_noise - (1 - alpha_bar).sqrt() * a_x0,
-        "mu": column(reference["coef_x0"], t, 3) * a_x0 + column(reference["coef_xt"], t, 3) * expected_x_t,
-    }[prediction_type]
+    target = exact_denoiser(prediction_type, a_x0, diffusion.betas, eps=a_noise)
     seen = []
-    terms = diffusion.training_losses(lambda x_t, t: seen.append(x_t) or target, x0, t, noise=noise)
+    terms = diffusion.training_losses(lambda x_t, t: seen.append(x_t) or target(x_t, t), x0, t, noise=noise)
     assert torch.allclose(seen[0], expected_x_t, atol=1e-14)
     assert torch.allclose(terms["mse"], torch.zeros(4, dtype=F64), atol=1e-24)
     assert torch.allclose(diffusion.q_sample(x0, t, noise=noise), expected_x_t, atol=1e-14)
@@ -194,7 +168,7 @@ def test_one_reverse_step_with_an_exact_oracle_has_the_operator_posteriors_momen
     t = torch.full((num_draws,), step)
     posterior_mean = diffusion.q_posterior_mean_variance(x0, x_t, t[:1])[0]
     assert torch.allclose(posterior_mean[0], expected_mean, atol=1e-12)
-    oracle = range_oracle(prediction_type, a_x0, diffusion.betas)
+    oracle = exact_denoiser(prediction_type, a_x0, diffusion.betas)
     out = diffusion.p_mean_variance(oracle, x_t, t[:1], clip_denoised=False)
     assert torch.allclose(out["mean"][0], expected_mean, atol=1e-12)
     assert torch.allclose(out["pred_x0"][0], a_x0, atol=1e-12)
@@ -240,7 +214,7 @@ def test_a_single_datum_is_sampled_as_A_x0_then_decoded(prediction_type, steps):
         diffusion = GaussianDiffusion(num_timesteps=T, prediction_type=prediction_type, operator=operator,
                                       decode=decode, channel_dim=channel_dim)
         a_x0 = operator(x0)
-        oracle = range_oracle(prediction_type, a_x0, diffusion.betas)
+        oracle = exact_denoiser(prediction_type, a_x0, diffusion.betas)
         if steps is not None:
             diffusion = diffusion.respaced(steps)
         shape = (3, *x0.shape[1:])
