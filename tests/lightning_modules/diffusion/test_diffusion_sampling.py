@@ -59,14 +59,15 @@ def test_one_ddim_step_is_song_et_al_eq_12(prediction_type, steps):
     x0_hat = torch.rand(1, 2, 3, 3, dtype=F64, generator=g) * 2 - 1
     denoiser = exact_denoiser(prediction_type, x0_hat, base.betas)  # predicts x0_hat from any x_t
     t = torch.arange(len(kept))
-    out = diffusion.ddim_sample(denoiser, x_t, t, clip_denoised=False, eta=0.0, generator=g)
     state = g.get_state()
+    out = diffusion.ddim_sample(denoiser, x_t, t, clip_denoised=False, eta=0.0, generator=g)
+    assert torch.equal(g.get_state(), state)
     for i, step in enumerate(kept):
         a, a_prev = alpha_bar[step], (alpha_bar[kept[i - 1]] if i > 0 else 1.0)
-        expected = np.sqrt(a_prev) * x0_hat[0] + np.sqrt(1 - a_prev) * (x_t[i] - np.sqrt(a) * x0_hat[0]) / np.sqrt(1 - a)
+        eps_hat = (x_t[i] - np.sqrt(a) * x0_hat[0]) / np.sqrt(1 - a)
+        expected = np.sqrt(a_prev) * x0_hat[0] + np.sqrt(1 - a_prev) * eps_hat
         assert torch.allclose(out["sample"][i], expected, atol=1e-10), (i, step)
     assert torch.allclose(out["pred_x0"], x0_hat.expand_as(x_t), atol=1e-10)
-    assert torch.equal(g.get_state(), state)
 
 
 def test_gaussian_data_with_the_optimal_denoiser_is_sampled_exactly():
