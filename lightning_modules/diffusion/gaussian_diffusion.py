@@ -2,11 +2,13 @@
 
 One object serves every diffusion method: values of any shape with the batch first ((B, C, H, W) images, (B, N, C)
 fields), a `denoise_fn(x_t, t)` that is any callable, and 0-based timestep indices t (index 0 is the paper's t = 1).
+An optional linear operator A runs the process in A's range (∞-Diff's mollified diffusion, Bond-Taylor & Willcocks
+2023, App. B).
 """
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -15,10 +17,8 @@ from torch import Tensor
 from .losses import decoder_log_likelihood, mean_flat, normal_kl
 from .schedules import get_named_beta_schedule
 
-if TYPE_CHECKING:
-    from .respace import SpacedDiffusion
-
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
+ValueMap = Callable[[Tensor], Tensor]
 
 PREDICTION_TYPES = ("eps", "x0", "v", "mu")
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned", "learned_range")
@@ -48,6 +48,18 @@ class GaussianDiffusion:
     num_levels: quantisation of the data on [-1, 1] for the discretised L_0 decoder (256 for 8-bit images);
         None for continuous data, where L_0 is a Gaussian density and bits/dim are undefined.
     betas: explicit (T,) betas; when given they override schedule, num_timesteps, beta_start and beta_end.
+    operator: a linear, shape-preserving map A on value tensors (any callable, e.g. a blur), or None (identity).
+        The process becomes x_t = sqrt(a_bar_t) A x0 + sqrt(1 - a_bar_t) A eps, with posterior
+        N(coef1 A x0 + coef2 x_t, beta~_t A A^T), and every fresh noise draw of the samplers (x_T, ancestral and
+        DDIM eta > 0 noise) is A eps. The methods that take data (q_sample, q_mean_variance,
+        q_posterior_mean_variance, training_losses) apply A themselves; the rest works in A's range: the targets
+        are A eps, A x0, v = sqrt(a_bar) A eps - sqrt(1 - a_bar) A x0 and mu~; pred_x0 and eps (p_mean_variance,
+        predict_*, get_v) estimate A x0 and A eps; returned variances are factors of A A^T. clip_denoised clamps
+        the estimate of A x0, right when A maps [-1, 1] into [-1, 1] (a positive, normalised kernel). The bound
+        (loss_type kl / hybrid, learned variances, bits/dim) is refused: it needs A A^T's inverse and log-det.
+    decode: a map applied to the final sample of p_sample_loop, ddim_sample_loop and sample (e.g. a Wiener-filter
+        deblur of A x0), or None; the progressive loops yield undecoded states (a chain one can resume).
+    respaced() keeps the operator, decode and class: it copies this object onto a subset of its steps.
     """
 
     def __init__(
@@ -63,6 +75,8 @@ class GaussianDiffusion:
         hybrid_vb_weight: float = 1e-3,
         num_levels: Optional[int] = 256,
         channel_dim: int = 1,
+        operator: Optional[ValueMap] = None,
+        decode: Optional[ValueMap] = None,
     ):
         _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         _check_choice("variance_type", variance_type, VARIANCE_TYPES)
@@ -78,6 +92,16 @@ class GaussianDiffusion:
             raise ValueError(f"num_levels must be an int >= 2 (256 for 8-bit data) or None, got {num_levels!r}")
         if not isinstance(channel_dim, int):
             raise ValueError(f"channel_dim must be an int (1 for (B, C, H, W), -1 for (B, N, C)), got {channel_dim!r}")
+        for name, value in (("operator", operator), ("decode", decode)):
+            if value is not None and not callable(value):
+                raise ValueError(f"{name} must be a callable on value tensors or None, got {type(value).__name__}")
+        if operator is not None and (loss_type != "mse" or variance_type in LEARNED_VARIANCES):
+            raise ValueError(
+                f"with an operator the bound's Gaussians have covariance beta~ A A^T, whose inverse and "
+                f"log-determinant this class does not compute, so loss_type={loss_type!r} with "
+                f"variance_type={variance_type!r} cannot be trained; use loss_type 'mse' with variance_type "
+                f"'fixed_small' or 'fixed_large'"
+            )
         if betas is None:
             # cosine is defined by its alpha_bar curve, not by a beta range
             beta_range = {} if schedule == "cosine" else {"beta_start": beta_start, "beta_end": beta_end}
@@ -94,16 +118,17 @@ class GaussianDiffusion:
         self.hybrid_vb_weight = hybrid_vb_weight
         self.num_levels = num_levels
         self.channel_dim = channel_dim
+        self.operator = operator
+        self.decode = decode
         self.learns_variance = variance_type in LEARNED_VARIANCES
-        self.num_timesteps = len(betas)
-        # the original process's step of each of this process's steps (identity here; respacing overrides it)
+        self._set_betas(betas)
+        # the process the network is trained on, and its step of each of this process's steps (respacing sets both)
+        self.original = self
         self.timestep_map = np.arange(self.num_timesteps)
-        # the unspaced process's settings, from which `respaced` builds subsets of steps
-        self.base_config = dict(
-            betas=betas, prediction_type=prediction_type, variance_type=variance_type, loss_type=loss_type,
-            hybrid_vb_weight=hybrid_vb_weight, num_levels=num_levels, channel_dim=channel_dim,
-        )
 
+    def _set_betas(self, betas: np.ndarray) -> None:
+        """Every float64 table derived from the betas (a subclass with tables of its own extends this)."""
+        self.num_timesteps = len(betas)
         self.betas = betas
         self.log_betas = np.log(betas)
         alphas = 1.0 - betas
@@ -162,23 +187,49 @@ class GaussianDiffusion:
             )
         return torch.randn(tuple(shape), generator=generator, device=like_device, dtype=dtype)
 
+    def _apply_operator(self, x: Tensor) -> Tensor:
+        """A x (x itself without an operator)."""
+        if self.operator is None:
+            return x
+        out = self.operator(x)
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"the operator must be linear and shape-preserving, but it mapped a tensor of shape "
+                             f"{tuple(x.shape)} to {shape}")
+        return out
+
+    def _refuse_with_operator(self, what: str) -> None:
+        if self.operator is not None:
+            raise ValueError(
+                f"{what} is undefined here with an operator: the bound's Gaussians have covariance beta~ A A^T, "
+                f"whose inverse and log-determinant this class does not compute; evaluate a model without an "
+                f"operator, or report sample metrics instead"
+            )
+
+    def _noise_like(self, x0: Tensor, noise: Optional[Tensor]) -> Tensor:
+        if noise is None:
+            return torch.randn_like(x0)
+        if noise.shape != x0.shape:
+            raise ValueError(f"noise has shape {tuple(noise.shape)} but x0 has {tuple(x0.shape)}")
+        return noise
+
     # ------------------------------------------------------------------ forward process
 
     def q_mean_variance(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Mean, variance and log-variance of q(x_t | x_0) = N(sqrt(a_bar_t) x_0, (1 - a_bar_t) I)."""
+        """Mean, variance and log-variance of q(x_t | x_0) = N(sqrt(a_bar_t) A x_0, (1 - a_bar_t) A A^T)."""
         self._check_timesteps(t, x0)
-        mean = self._extract("sqrt_alphas_cumprod", t, x0) * x0
+        mean = self._extract("sqrt_alphas_cumprod", t, x0) * self._apply_operator(x0)
         variance = self._extract("one_minus_alphas_cumprod", t, x0).expand_as(x0)
         log_variance = self._extract("log_one_minus_alphas_cumprod", t, x0).expand_as(x0)
         return mean, variance, log_variance
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Optional[Tensor] = None) -> Tensor:
-        """Draw x_t ~ q(x_t | x_0) = sqrt(a_bar_t) x_0 + sqrt(1 - a_bar_t) noise."""
+        """Draw x_t ~ q(x_t | x_0): sqrt(a_bar_t) A x_0 + sqrt(1 - a_bar_t) A noise."""
         self._check_timesteps(t, x0)
-        if noise is None:
-            noise = torch.randn_like(x0)
-        elif noise.shape != x0.shape:
-            raise ValueError(f"noise has shape {tuple(noise.shape)} but x0 has {tuple(x0.shape)}")
+        return self._apply_operator(self._diffuse(x0, t, self._noise_like(x0, noise)))  # one call: A is linear
+
+    def _diffuse(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """sqrt(a_bar_t) x_0 + sqrt(1 - a_bar_t) noise, of values already in the operator's range."""
         return self._extract("sqrt_alphas_cumprod", t, x0) * x0 + self._extract(
             "sqrt_one_minus_alphas_cumprod", t, x0
         ) * noise
@@ -187,11 +238,12 @@ class GaussianDiffusion:
         return self._extract("posterior_mean_coef1", t, x_t) * x0 + self._extract("posterior_mean_coef2", t, x_t) * x_t
 
     def q_posterior_mean_variance(self, x0: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Mean, variance and clipped log-variance of the forward posterior q(x_{t-1} | x_t, x_0)."""
+        """Mean, variance and clipped log-variance of the forward posterior q(x_{t-1} | x_t, x_0)
+        = N(coef1 A x_0 + coef2 x_t, beta~_t A A^T)."""
         self._check_timesteps(t, x_t)
         if x0.shape != x_t.shape:
             raise ValueError(f"x0 has shape {tuple(x0.shape)} but x_t has {tuple(x_t.shape)}")
-        mean = self._posterior_mean(x0, x_t, t)
+        mean = self._posterior_mean(self._apply_operator(x0), x_t, t)
         variance = self._extract("posterior_variance", t, x_t).expand_as(x_t)
         log_variance = self._extract("posterior_log_variance_clipped", t, x_t).expand_as(x_t)
         return mean, variance, log_variance
@@ -219,17 +271,23 @@ class GaussianDiffusion:
             "sqrt_one_minus_alphas_cumprod", t, x0
         ) * x0
 
+    def _network_mean(self, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """The "mu" target: the original process's one-step posterior mean at its step, which a respaced process
+        must not read as its own (longer) step's mean."""
+        return self.original._posterior_mean(x0, x_t, self._table("timestep_map", t.device)[t])
+
     def _predict_x0_from_mean(self, x_t: Tensor, t: Tensor, mean: Tensor) -> Tensor:
-        # inverts mu~ = coef1 x0 + coef2 x_t; coef1 > 0 at every step
-        return (mean - self._extract("posterior_mean_coef2", t, x_t) * x_t) / self._extract(
+        # inverts _network_mean = coef1 x0 + coef2 x_t; coef1 > 0 at every step
+        original, t = self.original, self._table("timestep_map", t.device)[t]
+        return (mean - original._extract("posterior_mean_coef2", t, x_t) * x_t) / original._extract(
             "posterior_mean_coef1", t, x_t
         )
 
     # ------------------------------------------------------------------ reverse process
 
     def _denoise(self, denoise_fn: DenoiseFn, x_t: Tensor, t: Tensor) -> Tensor:
-        """The one place the network is called (respacing maps t to the original indices here)."""
-        return denoise_fn(x_t, t)
+        """The one place the network is called, with the original process's step indices it was trained on."""
+        return denoise_fn(x_t, self._table("timestep_map", t.device)[t])
 
     def _split_output(self, output: Tensor, x_t: Tensor) -> tuple[Tensor, Optional[Tensor]]:
         """(prediction, variance output or None), after checking the output shape against x_t."""
@@ -267,9 +325,10 @@ class GaussianDiffusion:
         variance = torch.exp(log_variance)
 
         if self.prediction_type == "mu":
-            # the mean is the prediction itself; clipping only touches the reported x0 (as in improved-diffusion)
-            mean = prediction
+            # the mean is the prediction itself (formed from its x0 when respaced); clipping only touches the
+            # reported x0 (as in improved-diffusion)
             pred_x0 = self._predict_x0_from_mean(x_t, t, prediction)
+            mean = prediction if self.original is self else self._posterior_mean(pred_x0, x_t, t)
         elif self.prediction_type == "eps":
             pred_x0 = self.predict_x0_from_eps(x_t, t, prediction)
         elif self.prediction_type == "v":
@@ -304,7 +363,7 @@ class GaussianDiffusion:
             return x0
         if self.prediction_type == "v":
             return self.get_v(x0, noise, t)
-        return self._posterior_mean(x0, x_t, t)
+        return self._network_mean(x0, x_t, t)
 
     def _vb_terms_from_output(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, clip_denoised: bool) -> dict:
         true_mean, _, true_log_variance = self.q_posterior_mean_variance(x0, x_t, t)
@@ -323,11 +382,13 @@ class GaussianDiffusion:
         output is KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for t > 0 and the decoder's -log p(x_0|x_1) at t = 0
         (a codelength for quantised data; a negative log-density when num_levels is None).
         """
+        self._refuse_with_operator("the variational bound")
         self._check_timesteps(t, x_t)
         return self._vb_terms_from_output(self._denoise(denoise_fn, x_t, t), x0, x_t, t, clip_denoised)
 
     def training_losses(
-        self, denoise_fn: DenoiseFn, x0: Tensor, t: Tensor, noise: Optional[Tensor] = None
+        self, denoise_fn: DenoiseFn, x0: Tensor, t: Tensor, noise: Optional[Tensor] = None,
+        subset: Optional[ValueMap] = None,
     ) -> dict[str, Tensor]:
         """Per-sample (B,) losses at timesteps t: always "loss"; "mse" when an MSE term exists; "vb" when a bound
         term exists.
@@ -336,11 +397,17 @@ class GaussianDiffusion:
         term L_t in bits/dim (vb_terms_bpd) at the sampled t, so for t ~ Uniform T * vb is an unbiased estimate of
         the bound without L_T: loss "kl" is T * vb, loss "hybrid" is mse + hybrid_vb_weight * T * vb (with the
         mean detached in vb), which with hybrid_vb_weight = 1e-3 and T = 1000 is improved-diffusion's mse + vb.
+
+        subset: a map from values to the points the network sees and the loss is taken on (∞-Diff's random pixel
+        subsets): x_t is formed on the full x0, where the operator acts, and denoise_fn gets subset(x_t); every
+        later term is elementwise, so the targets are read at the same points.
         """
         self._check_timesteps(t, x0)
-        if noise is None:
-            noise = torch.randn_like(x0)
-        x_t = self.q_sample(x0, t, noise=noise)
+        # x_t and every target live in the operator's range: A x0, A noise (no-ops without an operator)
+        x0, noise = self._apply_operator(x0), self._apply_operator(self._noise_like(x0, noise))
+        x_t = self._diffuse(x0, t, noise)
+        if subset is not None:
+            x0, x_t, noise = subset(x0), subset(x_t), subset(noise)
         output = self._denoise(denoise_fn, x_t, t)
         if self.loss_type == "kl":
             vb = self._vb_terms_from_output(output, x0, x_t, t, clip_denoised=False)["output"]
@@ -361,6 +428,7 @@ class GaussianDiffusion:
 
     def prior_bpd(self, x0: Tensor) -> Tensor:
         """L_T = KL(q(x_T | x_0) || N(0, I)) in bits/dim, (B,); constant in the model."""
+        self._refuse_with_operator("the prior term of the bound")
         t = torch.full((x0.shape[0],), self.num_timesteps - 1, device=x0.device, dtype=torch.long)
         mean, _, log_variance = self.q_mean_variance(x0, t)
         return mean_flat(normal_kl(mean, log_variance, 0.0, 0.0)) / math.log(2.0)
@@ -380,6 +448,7 @@ class GaussianDiffusion:
         step t (column 0 = L_0, the distortion; columns 1.. = the rate): vb (B, T) in bits/dim, xstart_mse (B, T)
         the MSE of pred_x0 on the [-1, 1] scale (RMSE on [0, 255] = 127.5 * sqrt), mse (B, T) the MSE of eps.
         """
+        self._refuse_with_operator("bits/dim")
         if self.num_levels is None:
             raise ValueError(
                 "bits/dim need quantised data: this diffusion has num_levels=None (continuous data); "
@@ -415,9 +484,10 @@ class GaussianDiffusion:
         clip_denoised: bool = True,
         generator: Optional[torch.Generator] = None,
     ) -> dict[str, Tensor]:
-        """One ancestral step x_t -> x_{t-1} ~ p(x_{t-1} | x_t): dict(sample, pred_x0); noiseless at t = 0."""
+        """One ancestral step x_t -> x_{t-1} ~ p(x_{t-1} | x_t) (covariance sigma^2 A A^T): dict(sample, pred_x0);
+        noiseless at t = 0."""
         out = self.p_mean_variance(denoise_fn, x, t, clip_denoised=clip_denoised)
-        noise = self._randn(x.shape, x.device, x.dtype, generator)
+        noise = self._apply_operator(self._randn(x.shape, x.device, x.dtype, generator))
         nonzero = (t != 0).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
         sample = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
         return {"sample": sample, "pred_x0": out["pred_x0"]}
@@ -443,7 +513,8 @@ class GaussianDiffusion:
         eps_coef = torch.sqrt((1.0 - alpha_bar_prev - sigma**2).clamp(min=0.0))
         sample = torch.sqrt(alpha_bar_prev).to(x.dtype) * out["pred_x0"] + eps_coef.to(x.dtype) * out["eps"]
         if eta > 0:  # sigma is 0 at t = 0, where a_bar_prev = 1
-            sample = sample + sigma.to(x.dtype) * self._randn(x.shape, x.device, x.dtype, generator)
+            noise = self._apply_operator(self._randn(x.shape, x.device, x.dtype, generator))
+            sample = sample + sigma.to(x.dtype) * noise
         return {"sample": sample, "pred_x0": out["pred_x0"]}
 
     @staticmethod
@@ -479,7 +550,7 @@ class GaussianDiffusion:
         else:
             if device is None:
                 device = generator.device if generator is not None else torch.device("cpu")
-            x = self._randn(shape, torch.device(device), torch.get_default_dtype(), generator)
+            x = self._apply_operator(self._randn(shape, torch.device(device), torch.get_default_dtype(), generator))
         return self._iterate_steps(step_fn, x, start_step, progress, generator, step_kwargs)
 
     @torch.no_grad()
@@ -506,9 +577,10 @@ class GaussianDiffusion:
     ) -> Iterator[dict]:
         """Ancestral sampling (Ho et al. Alg. 4), yielding dict(sample, pred_x0, t) after each step.
 
-        t is the step's timestep in the original (unspaced) process. The chain starts from `noise` (else
-        N(0, I) drawn with `generator` on `device`) at the last step, or at start_step when given (then noise
-        is that x_t: trajectory splitting, interpolation). The final step returns the mean, noiselessly.
+        t is the step's timestep in the original (unspaced) process. The chain starts from `noise` taken as x_T
+        itself (else A eps, eps ~ N(0, I) drawn with `generator` on `device`) at the last step, or at start_step
+        when given (then noise is that x_t: trajectory splitting, interpolation). The final step returns the
+        mean, noiselessly. Samples are yielded undecoded (in the operator's range).
         """
         return self._reverse_loop(
             self.p_sample, shape, noise, progress, generator, device, start_step,
@@ -516,8 +588,8 @@ class GaussianDiffusion:
         )
 
     def p_sample_loop(self, denoise_fn: DenoiseFn, shape: Sequence[int], **kwargs) -> Tensor:
-        """The final sample of p_sample_loop_progressive (same arguments)."""
-        return _last(self.p_sample_loop_progressive(denoise_fn, shape, **kwargs))["sample"]
+        """The final sample of p_sample_loop_progressive (same arguments), decoded."""
+        return self._decoded(_last(self.p_sample_loop_progressive(denoise_fn, shape, **kwargs))["sample"])
 
     def ddim_sample_loop_progressive(
         self,
@@ -538,8 +610,11 @@ class GaussianDiffusion:
         )
 
     def ddim_sample_loop(self, denoise_fn: DenoiseFn, shape: Sequence[int], **kwargs) -> Tensor:
-        """The final sample of ddim_sample_loop_progressive (same arguments)."""
-        return _last(self.ddim_sample_loop_progressive(denoise_fn, shape, **kwargs))["sample"]
+        """The final sample of ddim_sample_loop_progressive (same arguments), decoded."""
+        return self._decoded(_last(self.ddim_sample_loop_progressive(denoise_fn, shape, **kwargs))["sample"])
+
+    def _decoded(self, sample: Tensor) -> Tensor:
+        return sample if self.decode is None else self.decode(sample)
 
     def sample(
         self, denoise_fn: DenoiseFn, shape: Sequence[int], sampler: str = "ancestral", eta: float = 0.0, **kwargs
@@ -552,12 +627,12 @@ class GaussianDiffusion:
             raise ValueError(f"eta={eta} is a DDIM option; use sampler='ddim' or leave eta at 0")
         return self.p_sample_loop(denoise_fn, shape, **kwargs)
 
-    def respaced(self, steps: Union[int, str, Sequence[int]]) -> SpacedDiffusion:
-        """This process on a subset of its steps (see space_timesteps: 100, "ddim50", "10,20"), same settings."""
-        from .respace import SpacedDiffusion, space_timesteps  # respace subclasses GaussianDiffusion
+    def respaced(self, steps: Union[int, str, Sequence[int]]) -> GaussianDiffusion:
+        """This process on a subset of its steps (see space_timesteps: 100, "ddim50", "10,20"): same class,
+        settings, operator and decode."""
+        from .respace import respace, space_timesteps  # respace builds on this module
 
-        kept = space_timesteps(self.num_timesteps, steps)
-        return SpacedDiffusion(self.timestep_map[kept], **self.base_config)
+        return respace(self, space_timesteps(self.num_timesteps, steps))
 
 
 def _last(iterator: Iterator[dict]) -> dict:

@@ -1,12 +1,12 @@
 """Respacing: run a trained diffusion on a subset of its timesteps (Nichol & Dhariwal 2021, Sec. 4; DDIM)."""
 from __future__ import annotations
 
+import copy
 from typing import Iterable, Sequence, Union
 
 import numpy as np
-from torch import Tensor
 
-from .gaussian_diffusion import DenoiseFn, GaussianDiffusion
+from .gaussian_diffusion import GaussianDiffusion
 
 
 def space_timesteps(num_timesteps: int, section_counts: Union[int, str, Sequence[int]]) -> list[int]:
@@ -66,28 +66,22 @@ def _ddim_steps(num_timesteps: int, spec: str) -> list[int]:
     )
 
 
-class SpacedDiffusion(GaussianDiffusion):
-    """A GaussianDiffusion on the kept steps `use_timesteps` of the base process built from base_kwargs.
+def respace(diffusion: GaussianDiffusion, use_timesteps: Iterable[int]) -> GaussianDiffusion:
+    """`diffusion` on its kept steps `use_timesteps` (0-based, in its own steps).
 
-    Its betas are 1 - a_bar[k_i] / a_bar[k_{i-1}] over the kept steps k, so a_bar at each kept step equals the
-    base process's; every sampler, loss and bound of GaussianDiffusion then runs unchanged over the subset, while
-    the network is called with the original (base) timestep indices it was trained on.
+    The result is a shallow copy, so its class (a subclass's overrides), settings, operator and decode are the
+    original's; only the betas change, to 1 - a_bar[k_i] / a_bar[k_{i-1}] over the kept steps k, so that a_bar
+    at each kept step equals the original process's. Every sampler, loss and bound then runs unchanged over the
+    subset, while the network is called with the original timestep indices it was trained on (timestep_map).
     """
-
-    def __init__(self, use_timesteps: Iterable[int], **base_kwargs):
-        base = GaussianDiffusion(**base_kwargs)
-        timestep_map = np.array(sorted({int(step) for step in use_timesteps}), dtype=np.int64)
-        if len(timestep_map) < 2 or timestep_map[0] < 0 or timestep_map[-1] >= base.num_timesteps:
-            raise ValueError(
-                f"use_timesteps must hold at least 2 distinct steps in [0, {base.num_timesteps}), "
-                f"got {timestep_map.tolist()}"
-            )
-        alphas_cumprod = base.alphas_cumprod[timestep_map]
-        betas = 1.0 - alphas_cumprod / np.append(1.0, alphas_cumprod[:-1])
-        settings = {key: value for key, value in base.base_config.items() if key != "betas"}
-        super().__init__(betas=betas, **settings)
-        self.timestep_map = timestep_map
-        self.base_config = base.base_config
-
-    def _denoise(self, denoise_fn: DenoiseFn, x_t: Tensor, t: Tensor) -> Tensor:
-        return denoise_fn(x_t, self._table("timestep_map", t.device)[t])
+    kept = np.array(sorted({int(step) for step in use_timesteps}), dtype=np.int64)
+    if len(kept) < 2 or kept[0] < 0 or kept[-1] >= diffusion.num_timesteps:
+        raise ValueError(
+            f"use_timesteps must hold at least 2 distinct steps in [0, {diffusion.num_timesteps}), got {kept.tolist()}"
+        )
+    timestep_map = diffusion.timestep_map[kept]
+    alphas_cumprod = diffusion.original.alphas_cumprod[timestep_map]  # exact also when respacing a respaced process
+    spaced = copy.copy(diffusion)
+    spaced._set_betas(1.0 - alphas_cumprod / np.append(1.0, alphas_cumprod[:-1]))
+    spaced.timestep_map = timestep_map
+    return spaced

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from datamodules.fields import FieldBatch, Grid, Sphere
+from diffusion_references import closed_form
 from lightning_modules.dpf import DPF
 
 TINY_NET = {"_target_": "networks.score_fields.PerceiverIO", "num_latents": 4, "latent_dim": 16, "num_blocks": 1,
@@ -52,6 +53,27 @@ def test_loss_is_on_query_noise_only(monkeypatch):
     assert torch.allclose(losses["loss"], query_noise.pow(2).mean(dim=(1, 2)))
     context_coords, context_values, query_coords, query_values, t = model.net.calls[0]
     assert context_values.shape == (3, 6, 1) and query_values.shape == (3, 8, 1)
+
+
+def test_context_and_queries_are_noised_at_the_querys_t(monkeypatch):
+    """Algorithm 1: context and query values are sqrt(a_bar_t) x + sqrt(1 - a_bar_t) eps at one t per field, the
+    t the network is given."""
+    model = make_dpf(net={"_target_": f"{__name__}.ZeroScore"})
+    batch = fields()
+    monkeypatch.setattr(model, "sample_timesteps", lambda batch_size: torch.tensor([1, 5, 9]))
+    noises = []
+    real_randn_like = torch.randn_like
+    monkeypatch.setattr(torch, "randn_like", lambda x: noises.append(real_randn_like(x)) or noises[-1])
+    model.compute_losses(batch)
+    context_coords, context_values, query_coords, query_values, t = model.net.calls[0]
+    assert t.tolist() == [1, 5, 9]
+    alpha_bar = torch.from_numpy(closed_form(model.diffusion.betas)["alpha_bar"])[t].float()[:, None, None]
+    for coords, values, noise in [(context_coords, context_values, noises[0]), (query_coords, query_values, noises[1])]:
+        # which field point each input point is, found by its coordinates
+        match = (coords.unsqueeze(2) == batch.coords.unsqueeze(1)).all(-1)
+        assert (match.sum(-1) == 1).all()
+        clean = torch.einsum("bmn,bnc->bmc", match.float(), batch.values)
+        torch.testing.assert_close(values, alpha_bar.sqrt() * clean + (1 - alpha_bar).sqrt() * noise)
 
 
 def test_shared_noise_gives_overlapping_points_one_draw():

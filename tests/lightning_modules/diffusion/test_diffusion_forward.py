@@ -3,28 +3,11 @@ import numpy as np
 import pytest
 import torch
 
+from diffusion_references import closed_form, column, exact_denoiser
 from lightning_modules.diffusion import GaussianDiffusion
 
 T = 50
 F64 = torch.float64
-
-
-def closed_form(betas: np.ndarray) -> dict:
-    """Ho et al. Eqs. 3.4 and 3.6-3.7, written out independently of the implementation."""
-    alphas = 1.0 - betas
-    alpha_bar = np.cumprod(alphas)
-    alpha_bar_prev = np.concatenate([[1.0], alpha_bar[:-1]])
-    return {
-        "alpha_bar": alpha_bar,
-        "alpha_bar_prev": alpha_bar_prev,
-        "coef_x0": np.sqrt(alpha_bar_prev) * betas / (1.0 - alpha_bar),
-        "coef_xt": np.sqrt(alphas) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar),
-        "posterior_variance": (1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * betas,
-    }
-
-
-def column(values: np.ndarray, t: torch.Tensor, ndim: int) -> torch.Tensor:
-    return torch.from_numpy(values)[t].reshape(-1, *([1] * (ndim - 1)))
 
 
 def test_q_sample_moments():
@@ -89,37 +72,27 @@ def test_eps_x0_v_conversions_round_trip():
     assert torch.allclose(diffusion.predict_x0_from_v(x_t, t, v), x0, atol=1e-9)
 
 
-def oracle(prediction_type: str, x0: torch.Tensor, eps: torch.Tensor, betas: np.ndarray):
-    """A denoise_fn that returns the true target of its prediction type, from the known x0 and eps."""
-    reference = closed_form(betas)
-
-    def denoise_fn(x_t, t):
-        alpha_bar = column(reference["alpha_bar"], t, x_t.ndim)
-        if prediction_type == "eps":
-            return eps
-        if prediction_type == "x0":
-            return x0
-        if prediction_type == "v":
-            return alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * x0
-        return column(reference["coef_x0"], t, x_t.ndim) * x0 + column(reference["coef_xt"], t, x_t.ndim) * x_t
-
-    return denoise_fn
-
-
 @pytest.mark.parametrize("prediction_type", ["eps", "x0", "v", "mu"])
-def test_oracle_prediction_gives_the_posterior_mean(prediction_type):
-    diffusion = GaussianDiffusion(num_timesteps=T, prediction_type=prediction_type)
+@pytest.mark.parametrize("steps", [None, "ddim10"])
+def test_oracle_prediction_gives_the_posterior_mean(prediction_type, steps):
+    """An exact network of the original process gives the posterior mean and variance of the process it samples
+    with: a respaced one steps from kept step k_i to k_{i-1}, with betas 1 - a_bar[k_i] / a_bar[k_{i-1}]."""
+    base = GaussianDiffusion(num_timesteps=T, prediction_type=prediction_type)
+    diffusion = base if steps is None else base.respaced(steps)
+    kept = np.arange(T) if steps is None else np.arange(0, T, 5)
+    alpha_bar = closed_form(base.betas)["alpha_bar"][kept]
+    reference = closed_form(1 - alpha_bar / np.concatenate([[1.0], alpha_bar[:-1]]))
     g = torch.Generator().manual_seed(4)
     x0 = torch.rand(5, 3, 4, 4, dtype=F64, generator=g) * 2 - 1
     eps = torch.randn(5, 3, 4, 4, dtype=F64, generator=g)
-    t = torch.tensor([0, 1, 13, 30, T - 1])
-    x_t = diffusion.q_sample(x0, t, noise=eps)
-    out = diffusion.p_mean_variance(oracle(prediction_type, x0, eps, diffusion.betas), x_t, t)
-    posterior_mean, posterior_variance, _ = diffusion.q_posterior_mean_variance(x0, x_t, t)
-    assert torch.allclose(out["mean"], posterior_mean, atol=1e-9)
+    t = torch.tensor([0, 1, 3, 7, len(kept) - 1])
+    x_t = column(reference["alpha_bar"], t, 4).sqrt() * x0 + column(1 - reference["alpha_bar"], t, 4).sqrt() * eps
+    out = diffusion.p_mean_variance(exact_denoiser(prediction_type, x0, base.betas, eps), x_t, t)
+    expected_mean = column(reference["coef_x0"], t, 4) * x0 + column(reference["coef_xt"], t, 4) * x_t
+    assert torch.allclose(out["mean"], expected_mean, atol=1e-9)
     assert torch.allclose(out["pred_x0"], x0, atol=1e-9)
     assert torch.allclose(out["eps"][1:], eps[1:], atol=1e-7)
-    assert torch.allclose(out["variance"][1:], posterior_variance[1:])  # fixed_small
+    assert torch.allclose(out["variance"][1:], column(reference["posterior_variance"], t, 4)[1:].expand_as(x_t[1:]))
 
 
 def test_fixed_large_and_learned_variances():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_modules.diffusion import GaussianDiffusion, SpacedDiffusion, space_timesteps
+from lightning_modules.diffusion import GaussianDiffusion, respace, space_timesteps
 
 
 def test_ddim_spacing_keeps_evenly_spaced_steps_from_zero():
@@ -29,14 +29,14 @@ def test_bad_spacings_raise_clear_errors():
     with pytest.raises(ValueError, match="cannot parse"):
         space_timesteps(100, "fifty")
     with pytest.raises(ValueError, match="at least 2 distinct steps"):
-        SpacedDiffusion([0, 100], num_timesteps=100)
+        respace(GaussianDiffusion(num_timesteps=100), [0, 100])
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_spaced_alpha_bar_equals_base_alpha_bar_at_kept_steps(schedule):
     base = GaussianDiffusion(schedule=schedule, num_timesteps=200)
     spaced = base.respaced("ddim20")
-    assert isinstance(spaced, SpacedDiffusion) and spaced.num_timesteps == 20
+    assert type(spaced) is GaussianDiffusion and spaced.num_timesteps == 20
     np.testing.assert_array_equal(spaced.timestep_map, np.arange(0, 200, 10))
     np.testing.assert_allclose(spaced.alphas_cumprod, base.alphas_cumprod[spaced.timestep_map], rtol=1e-12)
     assert spaced.betas.dtype == np.float64

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from diffusion_references import closed_form, exact_denoiser
 from lightning_modules.diffusion import GaussianDiffusion
 
 F64 = torch.float64
@@ -43,15 +44,30 @@ def test_ddim_eta_one_is_the_ancestral_step_with_fixed_small_variance(step):
         assert torch.equal(ddim["pred_x0"], ancestral["pred_x0"])
 
 
-def test_ddim_eta_zero_is_deterministic():
-    diffusion = GaussianDiffusion(num_timesteps=20)
-    noise = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
-    first, second = (
-        diffusion.ddim_sample_loop(smooth_denoiser, noise.shape, noise=noise,
-                                   generator=torch.Generator().manual_seed(s))
-        for s in (1, 2)
-    )
-    assert torch.equal(first, second)
+@pytest.mark.parametrize("prediction_type", ["eps", "x0", "v", "mu"])
+@pytest.mark.parametrize("steps", [None, "ddim4"])
+def test_one_ddim_step_is_song_et_al_eq_12(prediction_type, steps):
+    """With the network's x0 estimate x0_hat at x_t, DDIM's eta = 0 step is
+    x_prev = sqrt(a_bar_prev) x0_hat + sqrt(1 - a_bar_prev) (x_t - sqrt(a_bar_t) x0_hat) / sqrt(1 - a_bar_t),
+    a_bar_prev being the previous kept step's (1 at the first step); no noise is drawn."""
+    base = GaussianDiffusion(num_timesteps=20, prediction_type=prediction_type)
+    diffusion = base if steps is None else base.respaced(steps)
+    kept = np.arange(20) if steps is None else np.arange(0, 20, 5)
+    alpha_bar = closed_form(base.betas)["alpha_bar"]
+    g = torch.Generator().manual_seed(0)
+    x_t = torch.randn(len(kept), 2, 3, 3, dtype=F64, generator=g)
+    x0_hat = torch.rand(1, 2, 3, 3, dtype=F64, generator=g) * 2 - 1
+    denoiser = exact_denoiser(prediction_type, x0_hat, base.betas)  # predicts x0_hat from any x_t
+    t = torch.arange(len(kept))
+    state = g.get_state()
+    out = diffusion.ddim_sample(denoiser, x_t, t, clip_denoised=False, eta=0.0, generator=g)
+    assert torch.equal(g.get_state(), state)
+    for i, step in enumerate(kept):
+        a, a_prev = alpha_bar[step], (alpha_bar[kept[i - 1]] if i > 0 else 1.0)
+        eps_hat = (x_t[i] - np.sqrt(a) * x0_hat[0]) / np.sqrt(1 - a)
+        expected = np.sqrt(a_prev) * x0_hat[0] + np.sqrt(1 - a_prev) * eps_hat
+        assert torch.allclose(out["sample"][i], expected, atol=1e-10), (i, step)
+    assert torch.allclose(out["pred_x0"], x0_hat.expand_as(x_t), atol=1e-10)
 
 
 def test_gaussian_data_with_the_optimal_denoiser_is_sampled_exactly():

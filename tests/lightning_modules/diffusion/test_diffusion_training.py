@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from diffusion_references import exact_denoiser
 from lightning_modules.diffusion import GaussianDiffusion
 
 T = 40
@@ -9,18 +10,14 @@ F64 = torch.float64
 
 
 def oracle(diffusion: GaussianDiffusion, x0: torch.Tensor, noise: torch.Tensor, variance: float = 0.0):
-    """The exact target of the diffusion's prediction type, plus a constant variance output when one is learned."""
+    """The closed-form target of the diffusion's prediction type (exact_denoiser), plus a constant variance output
+    when one is learned."""
+    target = exact_denoiser(diffusion.prediction_type, x0, diffusion.betas, eps=noise)
 
     def denoise_fn(x_t, t):
-        target = {
-            "eps": noise,
-            "x0": x0,
-            "v": diffusion.get_v(x0, noise, t),
-            "mu": diffusion.q_posterior_mean_variance(x0, x_t, t)[0],
-        }[diffusion.prediction_type]
-        if diffusion.learns_variance:
-            target = torch.cat([target, torch.full_like(target, variance)], dim=diffusion.channel_dim)
-        return target
+        if not diffusion.learns_variance:
+            return target(x_t, t)
+        return torch.cat([target(x_t, t), torch.full_like(x_t, variance)], dim=diffusion.channel_dim)
 
     return denoise_fn
 
