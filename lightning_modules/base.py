@@ -1,5 +1,6 @@
-"""What every method shares: the registry and its capability checks, optimiser with warm-up, per-sample loss
-logging, the finite-loss guard."""
+"""What every trained module shares (FieldModule: optimiser with warm-up, per-sample loss logging, the finite-loss
+guard, checkpoint metadata) and what every generative method adds (FieldGenerativeModule: the registry and its
+capability checks)."""
 from __future__ import annotations
 
 from typing import Any, Callable, ClassVar, Optional
@@ -40,41 +41,14 @@ def as_container(value: Any) -> Any:
     return value
 
 
-class FieldGenerativeModule(L.LightningModule):
-    """Base LitModule of a generative method over fields.
+class FieldModule(L.LightningModule):
+    """Base LitModule of anything trained on fields: optimiser with warm-up, per-sample loss logging, the finite-loss
+    guard, checkpoint metadata. Subclasses implement `compute_losses(batch) -> dict` of per-sample (B,) losses with a
+    "loss" key. Generative methods derive from FieldGenerativeModule; other trained parts (e.g. DietNeRF's
+    view encoder) from this class, so they stay out of the method registry."""
 
-    A concrete method sets `method_name` (its `method=` config name, which registers the class) and
-    `capabilities`, builds its networks in `__init__`, and implements `compute_losses(batch) -> dict` of per-sample
-    (B,) losses with a "loss" key and `sample(num_samples, ...) -> FieldBatch`; a capability adds its interface
-    (a likelihood: `LikelihoodModel.bits_per_dim`; completion: `complete`; views: `ViewRenderer.render_views`).
-    """
-
-    registry: ClassVar[dict[str, type["FieldGenerativeModule"]]] = {}  # method_name -> class, filled on definition
-    method_name: ClassVar[str]
-    capabilities: ClassVar[Capabilities]
     # hyper-parameters that decide parameter shapes: a checkpoint must agree on these to be loaded
     structural_hparams: tuple[str, ...] = ("domain", "signal_dim", "net")
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "method_name" not in cls.__dict__:  # a shared base of methods (e.g. DiffusionMethod), not a method
-            return
-        claims = {"likelihood": (cls.capabilities.likelihood is not None, issubclass(cls, LikelihoodModel)),
-                  "renders_views": (cls.capabilities.renders_views, issubclass(cls, ViewRenderer)),
-                  "completion": (cls.capabilities.completion, cls.complete is not FieldGenerativeModule.complete)}
-        for capability, (declared, implemented) in claims.items():
-            if declared != implemented:
-                raise TypeError(f"{cls.__qualname__}: capabilities.{capability} is {declared} but the interface it "
-                                f"needs is {'' if implemented else 'not '}implemented (see FieldGenerativeModule)")
-        known = cls.registry.get(cls.method_name)
-        if known is not None and known.__qualname__ != cls.__qualname__:
-            raise TypeError(f"method_name '{cls.method_name}' is taken by {known.__module__}.{known.__qualname__}")
-        cls.registry[cls.method_name] = cls
-
-    @classmethod
-    def methods_where(cls, predicate: Callable[[Capabilities], bool]) -> list[str]:
-        """Names of the registered methods whose capabilities satisfy `predicate` (for error messages)."""
-        return sorted(name for name, method in cls.registry.items() if predicate(method.capabilities))
 
     def __init__(self, domain: dict | Domain, signal_dim: int, num_levels: Optional[int], optimizer: dict,
                  lr_warmup_steps: int = 0, compile: bool = False):
@@ -87,24 +61,7 @@ class FieldGenerativeModule(L.LightningModule):
 
     @classmethod
     def check_domain(cls, domain: Domain) -> None:
-        """Raise DomainNotSupportedError unless the method handles `domain` (called before any data is read);
-        a method with further limits (e.g. square images) extends it."""
-        if domain.kind not in cls.capabilities.domains:
-            accepting = cls.methods_where(lambda capabilities: domain.kind in capabilities.domains)
-            raise DomainNotSupportedError(
-                f"method '{cls.method_name}' handles {[DOMAIN_KINDS[k] for k in cls.capabilities.domains]} data, "
-                f"but the data is on a {DOMAIN_KINDS[domain.kind]} domain; methods that accept '{domain.kind}': "
-                f"{accepting}")
-
-    def sampling_domain(self, resolution: Resolution = None) -> Domain:
-        """The domain to sample on at `resolution` (None: the training one), refused unless resolution-free."""
-        domain = self.domain if resolution is None else self.domain.at_resolution(resolution)
-        if domain.shape != self.domain.shape and not self.capabilities.resolution_free:
-            raise CapabilityError(
-                f"method '{self.method_name}' samples at its training resolution {list(self.domain.shape)} only, "
-                f"got resolution={resolution}; resolution-free sampling needs one of "
-                f"{self.methods_where(lambda capabilities: capabilities.resolution_free)}")
-        return domain
+        """Raise DomainNotSupportedError unless the module handles `domain` (called before any data is read)."""
 
     def networks(self) -> dict[str, nn.Module]:
         """The method's networks: every child module with parameters (compiled by `compile`, timed by benchmarks)."""
@@ -128,19 +85,6 @@ class FieldGenerativeModule(L.LightningModule):
     # ---- training -------------------------------------------------------------------------------------------------
     def compute_losses(self, batch: FieldBatch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
-
-    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, resolution: Resolution = None,
-               progress: bool = False, **options) -> FieldBatch:
-        """`num_samples` fields on `sampling_domain(resolution)`; `options` are the method's sampler settings."""
-        raise NotImplementedError
-
-    def complete(self, fields: FieldBatch, observed: torch.Tensor, generator: Optional[torch.Generator] = None,
-                 progress: bool = False, **options) -> FieldBatch:
-        """Full fields whose `observed` (B, N) points keep their values exactly and the rest are generated; a
-        method with `capabilities.completion` overrides it."""
-        raise CapabilityError(
-            f"method '{self.method_name}' cannot complete partly observed fields; methods that can: "
-            f"{self.methods_where(lambda capabilities: capabilities.completion)}")
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         finite = bool(torch.isfinite(loss).all())
@@ -182,3 +126,72 @@ class FieldGenerativeModule(L.LightningModule):
         warmup = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min(1.0, (step + 1) / self.lr_warmup_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+
+
+class FieldGenerativeModule(FieldModule):
+    """Base LitModule of a generative method over fields.
+
+    A concrete method sets `method_name` (its `method=` config name, which registers the class) and
+    `capabilities`, builds its networks in `__init__`, and implements `compute_losses(batch) -> dict` of per-sample
+    (B,) losses with a "loss" key and `sample(num_samples, ...) -> FieldBatch`; a capability adds its interface
+    (a likelihood: `LikelihoodModel.bits_per_dim`; completion: `complete`; views: `ViewRenderer.render_views`).
+    """
+
+    registry: ClassVar[dict[str, type["FieldGenerativeModule"]]] = {}  # method_name -> class, filled on definition
+    method_name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "method_name" not in cls.__dict__:  # a shared base of methods (e.g. DiffusionMethod), not a method
+            return
+        claims = {"likelihood": (cls.capabilities.likelihood is not None, issubclass(cls, LikelihoodModel)),
+                  "renders_views": (cls.capabilities.renders_views, issubclass(cls, ViewRenderer)),
+                  "completion": (cls.capabilities.completion, cls.complete is not FieldGenerativeModule.complete)}
+        for capability, (declared, implemented) in claims.items():
+            if declared != implemented:
+                raise TypeError(f"{cls.__qualname__}: capabilities.{capability} is {declared} but the interface it "
+                                f"needs is {'' if implemented else 'not '}implemented (see FieldGenerativeModule)")
+        known = cls.registry.get(cls.method_name)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise TypeError(f"method_name '{cls.method_name}' is taken by {known.__module__}.{known.__qualname__}")
+        cls.registry[cls.method_name] = cls
+
+    @classmethod
+    def methods_where(cls, predicate: Callable[[Capabilities], bool]) -> list[str]:
+        """Names of the registered methods whose capabilities satisfy `predicate` (for error messages)."""
+        return sorted(name for name, method in cls.registry.items() if predicate(method.capabilities))
+
+    @classmethod
+    def check_domain(cls, domain: Domain) -> None:
+        """Raise DomainNotSupportedError unless the method handles `domain` (called before any data is read);
+        a method with further limits (e.g. square images) extends it."""
+        if domain.kind not in cls.capabilities.domains:
+            accepting = cls.methods_where(lambda capabilities: domain.kind in capabilities.domains)
+            raise DomainNotSupportedError(
+                f"method '{cls.method_name}' handles {[DOMAIN_KINDS[k] for k in cls.capabilities.domains]} data, "
+                f"but the data is on a {DOMAIN_KINDS[domain.kind]} domain; methods that accept '{domain.kind}': "
+                f"{accepting}")
+
+    def sampling_domain(self, resolution: Resolution = None) -> Domain:
+        """The domain to sample on at `resolution` (None: the training one), refused unless resolution-free."""
+        domain = self.domain if resolution is None else self.domain.at_resolution(resolution)
+        if domain.shape != self.domain.shape and not self.capabilities.resolution_free:
+            raise CapabilityError(
+                f"method '{self.method_name}' samples at its training resolution {list(self.domain.shape)} only, "
+                f"got resolution={resolution}; resolution-free sampling needs one of "
+                f"{self.methods_where(lambda capabilities: capabilities.resolution_free)}")
+        return domain
+
+    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, resolution: Resolution = None,
+               progress: bool = False, **options) -> FieldBatch:
+        """`num_samples` fields on `sampling_domain(resolution)`; `options` are the method's sampler settings."""
+        raise NotImplementedError
+
+    def complete(self, fields: FieldBatch, observed: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 progress: bool = False, **options) -> FieldBatch:
+        """Full fields whose `observed` (B, N) points keep their values exactly and the rest are generated; a
+        method with `capabilities.completion` overrides it."""
+        raise CapabilityError(
+            f"method '{self.method_name}' cannot complete partly observed fields; methods that can: "
+            f"{self.methods_where(lambda capabilities: capabilities.completion)}")

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import get_class
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from lightning_modules.base import FieldGenerativeModule, as_container
+from lightning_modules.base import FieldModule, as_container
 
 
 class ConfigMismatchError(ValueError):
@@ -62,7 +62,7 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): tree}
 
 
-def check_config_matches(checkpoint: dict[str, Any], module: FieldGenerativeModule, path: str | Path) -> None:
+def check_config_matches(checkpoint: dict[str, Any], module: FieldModule, path: str | Path) -> None:
     """Refuse a checkpoint whose method or shape-deciding hyper-parameters differ from `module`'s."""
     saved = checkpoint.get("hyper_parameters")
     saved_class = checkpoint.get("fieldgen_method")
@@ -86,7 +86,7 @@ def check_config_matches(checkpoint: dict[str, Any], module: FieldGenerativeModu
 
 
 def load_method(path: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu"
-                ) -> FieldGenerativeModule:
+                ) -> FieldModule:
     """Rebuild the method a checkpoint was trained as, with its EMA weights (or the raw ones), in eval mode."""
     checkpoint = read_checkpoint(path)
     if "fieldgen_method" not in checkpoint:

@@ -89,3 +89,13 @@ def test_networks_are_every_child_with_parameters(scratch_registry):
 
     module = TwoNets(domain=Grid((2, 2)), signal_dim=1, num_levels=None, optimizer={})
     assert list(module.networks()) == ["coarse", "fine"]
+
+
+def test_a_trained_module_that_is_no_method_stays_out_of_the_registry(scratch_registry):
+    from lightning_modules.base import FieldModule
+
+    class Encoder(FieldModule):
+        method_name = "encoder"  # ignored: only FieldGenerativeModule registers
+
+    module = Encoder(domain=Grid((2, 2)), signal_dim=3, num_levels=None, optimizer={})
+    assert "encoder" not in scratch_registry and not isinstance(module, FieldGenerativeModule)
