@@ -13,7 +13,7 @@ from lightning_modules.callbacks.ema import averaged_module
 
 class PeriodicSampling(Callback):
     """After the first validation that ends each period of `every_n_epochs` epochs, rank 0 draws `num_samples`
-    fields from `seed` (with the EMA weights when an averaging callback holds them) and passes them to
+    fields from `seed` in eval mode (with the EMA weights when an averaging callback holds them) and passes them to
     `on_samples`. Skipped in sanity checks and fast_dev_run; other ranks go on training."""
 
     def __init__(self, num_samples: int, seed: int = 0, every_n_epochs: int = 1, sampler: Optional[dict] = None):
@@ -33,8 +33,13 @@ class PeriodicSampling(Callback):
         if period <= self.last_period:
             return
         self.last_period = period
-        module = averaged_module(trainer, pl_module)
+        module = averaged_module(trainer, pl_module, self)
         generator = torch.Generator(device=module.device).manual_seed(self.seed)
-        with torch.no_grad():
-            fields = module.sample(self.num_samples, generator=generator, **self.sampler)
+        was_training = module.training  # the averaged copy is never switched to eval by the Trainer
+        module.eval()  # sampling without dropout
+        try:
+            with torch.no_grad():
+                fields = module.sample(self.num_samples, generator=generator, **self.sampler)
+        finally:
+            module.train(was_training)
         self.on_samples(trainer, pl_module, fields)

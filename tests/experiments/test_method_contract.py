@@ -122,6 +122,13 @@ def test_evaluate_runs_the_metrics_its_capabilities_imply(trained, tmp_path):
     for prefix in expected:
         assert any(key.startswith(prefix) and metrics[key] is not None and math.isfinite(metrics[key])
                    for key in metrics), (prefix, metrics)
+    # each metric in its range: distances and divergences >= 0, IS >= 1, fractions in [0, 1]
+    lower = {"test/bpd": 0, "fid[": 0, "kid_std[": 0, "is_std[": 0, "mmd[": 0, "is[": 1}
+    fractions = ("precision[", "recall[", "coverage[", "empty_fraction")
+    for key, value in metrics.items():
+        for prefix, bound in lower.items():
+            assert not key.startswith(prefix) or value >= bound, (key, value)
+        assert not key.startswith(fractions) or 0 <= value <= 1, (key, value)
     assert ("test/bpd" in metrics) == bool(capabilities.likelihood)
 
 

@@ -1,6 +1,8 @@
 """End-to-end runs as a user starts them: DDP on 2 CPU processes, multirun sweeps, sample and evaluate (resume after
 SIGKILL is in the method contract, for every method)."""
 
+import math
+
 import pytest
 
 from conftest import run_entry
@@ -60,9 +62,12 @@ def test_evaluate_a_checkpoint_a_samples_file_and_compare_runs(tmp_path):
               "bpd_batches=1", "metrics=[loss,bpd,fid,kid,is,precision_recall]", "kid_subset_size=20")
     record = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert record["dataset"] == "digits" and record["method"] == "ddpm"
+    metrics = record["metrics"]
     for key in ("test/loss", "test/bpd", "fid[digits-cnn]", "kid[digits-cnn]", "is[digits-cnn]",
                 "precision[digits-cnn]", "recall[digits-cnn]"):
-        assert isinstance(record["metrics"][key], float), key
+        assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), (key, metrics[key])
+    assert metrics["test/bpd"] > 0 and metrics["fid[digits-cnn]"] >= 0 and metrics["is[digits-cnn]"] >= 1
+    assert all(0 <= metrics[f"{name}[digits-cnn]"] <= 1 for name in ("precision", "recall"))
     assert len(record["tables"]["rate_distortion"]) > 1 and (tmp_path / "eval" / "samples.npz").exists()
 
     run_entry("evaluate.py", f"samples={tmp_path / 'eval' / 'samples.npz'}", "data=digits", "metrics=[fid]",

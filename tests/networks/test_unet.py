@@ -60,10 +60,16 @@ def test_gradients_reach_every_parameter():
 
 
 def test_fresh_network_gradient_only_reaches_output_conv():
-    # zero-init: the output conv receives gradient first, as in Ho et al.
+    # zero-init: the output conv receives gradient first, as in Ho et al.; everything before it is cut off by its
+    # zero weights (d out / d h = W_out = 0), so its weight and bias are the only parameters with any gradient
     model = UNet(3, 3, 8, **TINY)
     model(torch.randn(2, 3, 8, 8), torch.tensor([5, 50])).sum().backward()
-    assert model.out[-1].weight.grad.abs().sum() > 0
+    output_conv = {id(model.out[-1].weight), id(model.out[-1].bias)}
+    assert model.out[-1].weight.grad.abs().sum() > 0 and model.out[-1].bias.grad.abs().sum() > 0
+    others = [(name, param) for name, param in model.named_parameters() if id(param) not in output_conv]
+    assert len(others) > 50  # every other layer of the tiny net
+    for name, param in others:
+        assert param.grad is None or not param.grad.any(), name
 
 
 def test_attention_is_placed_at_requested_resolutions():
