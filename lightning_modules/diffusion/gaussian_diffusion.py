@@ -59,6 +59,9 @@ class GaussianDiffusion:
         (loss_type kl / hybrid, learned variances, bits/dim) is refused: it needs A A^T's inverse and log-det.
     decode: a map applied to the final sample of p_sample_loop, ddim_sample_loop and sample (e.g. a Wiener-filter
         deblur of A x0), or None; the progressive loops yield undecoded states (a chain one can resume).
+    noise_scale: the std of the white noise eps that every draw of this object makes (q_sample and training
+        without given noise, x_T, ancestral and DDIM noise): 1 for N(0, I). ∞-Diff sampling at r times the
+        training resolution uses r, the per-pixel std of the same white noise on cells r^2 times smaller.
     respaced() keeps the operator, decode and class: it copies this object onto a subset of its steps.
     """
 
@@ -77,6 +80,7 @@ class GaussianDiffusion:
         channel_dim: int = 1,
         operator: Optional[ValueMap] = None,
         decode: Optional[ValueMap] = None,
+        noise_scale: float = 1.0,
     ):
         _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         _check_choice("variance_type", variance_type, VARIANCE_TYPES)
@@ -102,6 +106,8 @@ class GaussianDiffusion:
                 f"variance_type={variance_type!r} cannot be trained; use loss_type 'mse' with variance_type "
                 f"'fixed_small' or 'fixed_large'"
             )
+        if not noise_scale > 0 or not math.isfinite(noise_scale):
+            raise ValueError(f"noise_scale is the std of the white noise draws, a finite number > 0; got {noise_scale}")
         if betas is None:
             # cosine is defined by its alpha_bar curve, not by a beta range
             beta_range = {} if schedule == "cosine" else {"beta_start": beta_start, "beta_end": beta_end}
@@ -120,6 +126,7 @@ class GaussianDiffusion:
         self.channel_dim = channel_dim
         self.operator = operator
         self.decode = decode
+        self.noise_scale = float(noise_scale)
         self.learns_variance = variance_type in LEARNED_VARIANCES
         self._set_betas(betas)
         # the process the network is trained on, and its step of each of this process's steps (respacing sets both)
@@ -185,7 +192,8 @@ class GaussianDiffusion:
                 f"the generator is on {generator.device} but sampling runs on {like_device}; "
                 f"make it with torch.Generator(device={str(like_device)!r}).manual_seed(seed)"
             )
-        return torch.randn(tuple(shape), generator=generator, device=like_device, dtype=dtype)
+        noise = torch.randn(tuple(shape), generator=generator, device=like_device, dtype=dtype)
+        return noise if self.noise_scale == 1.0 else noise * self.noise_scale
 
     def _apply_operator(self, x: Tensor) -> Tensor:
         """A x (x itself without an operator)."""
@@ -208,7 +216,8 @@ class GaussianDiffusion:
 
     def _noise_like(self, x0: Tensor, noise: Optional[Tensor]) -> Tensor:
         if noise is None:
-            return torch.randn_like(x0)
+            noise = torch.randn_like(x0)
+            return noise if self.noise_scale == 1.0 else noise * self.noise_scale
         if noise.shape != x0.shape:
             raise ValueError(f"noise has shape {tuple(noise.shape)} but x0 has {tuple(x0.shape)}")
         return noise
