@@ -10,6 +10,9 @@ Coordinate conventions:
 - `Sphere`: Driscoll-Healy grid of n x n points, colatitude theta_j = pi j / n, longitude phi_k = 2 pi k / n
   (j, k = 0..n-1, n = 2 * bandwidth), as unit vectors (x, y, z) = (sin th cos ph, sin th sin ph, cos th).
 - `LatLon`: h x w grid, latitude from +90 to -90 degrees inclusive, longitude 360 k / w degrees, as unit vectors.
+- `Rays`: one pinhole view of H x W pixels; a point is the ray of a pixel, (origin xyz, direction xyz) in world
+  units (datamodules/cameras.py: the official NeRF convention, directions with unit camera depth). The canonical
+  coordinates are those of the camera at the origin looking down -z; a batch of posed views carries its own.
 Values are float32 in [-1, 1] (each source documents its scaling). Points are flattened row-major.
 """
 from __future__ import annotations
@@ -26,7 +29,7 @@ Resolution = Union[int, Sequence[int], None]
 
 # every kind of domain a method can declare (Capabilities.domains), with the name tables and errors show
 DOMAIN_KINDS = {"grid2d": "grid 2-D (images)", "grid3d": "grid 3-D (voxels)", "sphere": "sphere (Driscoll-Healy)",
-                "latlon": "lat-lon"}
+                "latlon": "lat-lon", "rays": "rays (posed views)"}
 
 
 class Domain:
@@ -187,6 +190,56 @@ class LatLon(Domain):
     def coords(self, resolution: Resolution = None) -> Tensor:
         colatitude = torch.deg2rad(90.0 - self.latitudes(resolution))
         return _unit_vectors(colatitude, torch.deg2rad(self.longitudes(resolution)))
+
+
+@dataclass(frozen=True)
+class Rays(Domain):
+    """The rays of a pinhole view of shape (H, W) with focal length `focal` (pixels), for a scene between the
+    camera depths `near` and `far` (directions have unit camera depth, so these are z-depths, as NeRF's)."""
+
+    shape: tuple[int, ...] = (64, 64)
+    focal: float = 64.0
+    near: float = 2.0
+    far: float = 6.0
+    name: str = field(default="rays", init=False)
+    coord_dim: int = field(default=6, init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if len(self.shape) != 2 or min(self.shape) < 1:
+            raise ValueError(f"Rays shape is one view's (H, W), got {self.shape}")
+        if not self.focal > 0:
+            raise ValueError(f"Rays focal length must be positive (pixels), got {self.focal}")
+        if not 0 <= self.near < self.far:
+            raise ValueError(f"Rays need 0 <= near < far, got near={self.near}, far={self.far}; fix the data "
+                             "config's near / far (Blender-synthetic scenes: 2 and 6)")
+
+    def at_resolution(self, resolution: Resolution) -> "Rays":
+        """The same camera (field of view) with another pixel count; the aspect ratio must stay."""
+        shape = self.resolve_shape(resolution)
+        if shape[0] * self.shape[1] != shape[1] * self.shape[0]:
+            raise ValueError(f"a view of {list(self.shape)} keeps its aspect ratio at another resolution, got "
+                             f"{list(shape)}")
+        return replace(self, shape=shape, focal=self.focal * shape[1] / self.shape[1])
+
+    def coords(self, resolution: Resolution = None) -> Tensor:
+        from datamodules.cameras import rays_from_poses  # cameras builds on this module's conventions
+
+        domain = self.at_resolution(resolution)
+        return rays_from_poses(torch.eye(4).unsqueeze(0), domain)[0]
+
+    def centre_crop(self, fraction: float) -> Tensor:
+        """Indices of the central crop of the view (fraction of each side), NeRF's early-training pre-crop."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"a centre crop is a fraction in (0, 1] of each side, got {fraction}")
+        height, width = self.shape
+        half_h, half_w = int(height // 2 * fraction), int(width // 2 * fraction)  # as the official code
+        rows = torch.arange(height // 2 - half_h, height // 2 + half_h)
+        cols = torch.arange(width // 2 - half_w, width // 2 + half_w)
+        return (rows[:, None] * width + cols[None, :]).reshape(-1)
+
+    def spec(self) -> dict:
+        return {**super().spec(), "focal": float(self.focal), "near": float(self.near), "far": float(self.far)}
 
 
 def gather_points(x: Tensor, index: Tensor) -> Tensor:

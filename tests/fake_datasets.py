@@ -17,6 +17,7 @@ from PIL import Image
 from scipy.io import netcdf_file
 
 from datamodules.sources.era5 import SPLIT_PREFIX, TRAIN_MAX_KELVIN, TRAIN_MIN_KELVIN
+from datamodules.sources.procedural_scenes import EVAL_SCENE, scene_spec, write_scene
 
 IMAGE_FOLDERS = ("celebahq", "ffhq", "lsun_church", "lsun_bedroom", "lsun_cat")
 AFHQ_CLASSES = ("cat", "dog", "wild")
@@ -199,6 +200,8 @@ def write_fake_datasets(root: Path) -> Path:
     shapenet/<synset>/<model>/models/model_normalized.solid.binvox   4 grids of 64^3, as ShapeNetCore nests them
     meshes/                            box.obj, sphere.stl
     field.nc                           NetCDF3 sst(time=4, lat=18, lon=36) on HadISST-like cell centres
+    nerf_synthetic/lego/               a procedural scene in the Blender format: 100 train, 8 val, 16 test
+                                       views of 16x16 (the official 8 view IDs exist)
     """
     root = Path(root)
     rng = np.random.default_rng(0)
@@ -220,4 +223,6 @@ def write_fake_datasets(root: Path) -> Path:
         write_binvox(model / "model_normalized.solid.binvox", _blob_voxels(64, rng))
     write_meshes(root / "meshes")
     write_netcdf(root / "field.nc", np.arange(85.0, -90, -10), np.arange(-175.0, 180, 10), times=4)
+    write_scene(root / "nerf_synthetic" / "lego", scene_spec(*EVAL_SCENE), size=16,
+                num_views={"train": 100, "val": 8, "test": 16}, seed=0)
     return root

@@ -29,7 +29,8 @@ from lightning_modules.build import build
 from lightning_modules.checkpointing import load_method, read_checkpoint
 
 # a data config on each domain kind, to show that a method refuses the kinds it does not declare
-DATA_OF_KIND = {"grid2d": "digits", "grid3d": "primitives16", "sphere": "sphere_digits", "latlon": "netcdf"}
+DATA_OF_KIND = {"grid2d": "digits", "grid3d": "primitives16", "sphere": "sphere_digits", "latlon": "netcdf",
+                "rays": "procedural_scene"}
 
 
 def test_every_method_ships_a_tiny_experiment():
