@@ -10,6 +10,7 @@ from datamodules.fields import FieldBatch, Grid, canonical_coords, gather_points
 from datamodules.points import ContextQuerySampler, PointSubset
 from evaluation.protocol import Capabilities
 from lightning_modules.diffusion_method import DiffusionMethod
+from networks.score_fields.tokens import PairedScoreField
 
 class DPF(DiffusionMethod):
     """Training is the paper's Algorithm 1, sampling its Algorithm 2, on query points at any resolution.
@@ -21,7 +22,8 @@ class DPF(DiffusionMethod):
         where context values are query values); false is the literal Algorithm 1 (independent eps_c, eps_q).
     sampling_context: context points at sampling time (a random subset of the queries, fixed for the chain);
         null = min(training context count, number of queries). Independent of the sampling resolution.
-    query_chunk_size: score this many queries at a time when sampling (memory; queries do not interact).
+    query_chunk_size: score this many queries at a time when sampling (memory; queries do not interact); PerceiverIO
+        only (the paired backbones encode every query with every other).
     coordinate_jitter: train on the continuous field between grid points (Grid domains): each training field is
         re-read by linear interpolation at its grid shifted by a uniform random offset of up to this many cells
         per axis (0.5 reaches every sub-cell phase, which sampling at a finer resolution queries); 0 = off.
@@ -48,6 +50,14 @@ class DPF(DiffusionMethod):
         self.point_sampler = ContextQuerySampler(**point_sampler)
         self.point_sampler.check(self.domain.num_points)
         self.shared_noise_for_overlap = shared_noise_for_overlap
+        if query_chunk_size is not None and (not isinstance(query_chunk_size, int) or query_chunk_size < 1):
+            raise ValueError(f"method.query_chunk_size must be a positive number of queries or null (all at once), "
+                             f"got {query_chunk_size!r}")
+        if query_chunk_size is not None and isinstance(self.net, PairedScoreField):
+            raise ValueError(
+                f"method.query_chunk_size={query_chunk_size} cannot split the queries of {type(self.net).__name__}: "
+                f"it pairs query i with context token i and encodes all of them together, so a chunk of queries "
+                f"has no context of its own; set method.query_chunk_size=null, or use PerceiverIO to chunk")
         self.sampling_context, self.query_chunk_size = sampling_context, query_chunk_size
         if coordinate_jitter and not isinstance(self.domain, Grid):
             raise ValueError(f"coordinate_jitter interpolates between grid points, but the data's domain is "

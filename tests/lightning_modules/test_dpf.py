@@ -160,3 +160,34 @@ def test_config_time_errors():
         make_dpf(point_sampler={"num_context": 17, "num_query": 8})
     with pytest.raises(ValueError, match="coord_dim=2 does not match the sphere"):
         make_dpf(domain=Sphere((4, 4)), net={**TINY_NET, "coord_dim": 2})
+
+
+@pytest.mark.parametrize("same_points", [False, True])
+@pytest.mark.parametrize("chunk", [1, 5, 16])
+def test_query_chunks_sample_exactly_what_one_pass_samples(same_points, chunk):
+    """PerceiverIO's queries do not interact: scoring them in chunks of any size (one, a ragged last chunk, all)
+    draws the same samples from the same seed as one pass, at the training resolution and at a finer one."""
+    point_sampler = {"num_context": 8, "num_query": 8, "same_points": same_points}
+    whole, chunked = make_dpf(point_sampler=point_sampler), make_dpf(point_sampler=point_sampler,
+                                                                     query_chunk_size=chunk)
+    chunked.load_state_dict(whole.state_dict())
+    for resolution in (None, 8):
+        expected = whole.sample(2, generator=torch.Generator().manual_seed(3), resolution=resolution).values
+        values = chunked.sample(2, generator=torch.Generator().manual_seed(3), resolution=resolution).values
+        torch.testing.assert_close(values, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("net, options", [
+    ("TransformerEncoderField", {"heads": 2}),
+    ("MLPMixerField", {"num_points": 16, "token_mlp_dim": 8, "channel_mlp_dim": 8}),
+])
+def test_query_chunks_are_refused_for_paired_backbones_and_bad_sizes(net, options):
+    paired = {"_target_": f"networks.score_fields.{net}", "dim": 16, "depth": 1, "coord_bands": 4, "time_bands": 8,
+              **options}
+    same = {"num_context": 16, "num_query": 16, "same_points": True}
+    with pytest.raises(ValueError, match=f"query_chunk_size=4 cannot split the queries of {net}.*query_chunk_size=null"):
+        make_dpf(net=paired, point_sampler=same, query_chunk_size=4)
+    make_dpf(net=paired, point_sampler=same).sample(1)  # without chunks it samples
+    for size in (0, -2, 2.5):
+        with pytest.raises(ValueError, match="query_chunk_size must be a positive number"):
+            make_dpf(query_chunk_size=size)

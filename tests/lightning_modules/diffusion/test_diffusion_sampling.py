@@ -70,6 +70,29 @@ def test_one_ddim_step_is_song_et_al_eq_12(prediction_type, steps):
     assert torch.allclose(out["pred_x0"], x0_hat.expand_as(x_t), atol=1e-10)
 
 
+@pytest.mark.parametrize("prediction_type", ["eps", "x0", "v", "mu"])
+@pytest.mark.parametrize("steps", [None, "ddim4"])
+def test_deterministic_ddim_keeps_the_noise_that_made_x_t(prediction_type, steps):
+    """Song et al. Eq. 12 with the exact x0 prediction: from x_t = sqrt(a_bar_t) x0 + sqrt(1 - a_bar_t) eps, an
+    eta = 0 step lands on sqrt(a_bar_prev) x0 + sqrt(1 - a_bar_prev) eps, the same eps, which the network is never
+    given (it sees x_t and t only); the whole chain from x_T therefore ends at x0 itself."""
+    base = GaussianDiffusion(num_timesteps=20, prediction_type=prediction_type)
+    diffusion = base if steps is None else base.respaced(steps)
+    kept = np.arange(20) if steps is None else np.arange(0, 20, 5)
+    alpha_bar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 20))  # Ho et al.'s linear schedule, by hand
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(1, 2, 3, 3, dtype=F64, generator=g) * 2 - 1
+    eps = torch.randn(len(kept), 2, 3, 3, dtype=F64, generator=g)
+    a = torch.from_numpy(alpha_bar[kept])[:, None, None, None]
+    a_prev = torch.from_numpy(np.concatenate([[1.0], alpha_bar[kept[:-1]]]))[:, None, None, None]
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    denoiser = exact_denoiser(prediction_type, x0, base.betas)  # eps is derived from x_t, not passed
+    out = diffusion.ddim_sample(denoiser, x_t, torch.arange(len(kept)), clip_denoised=False, eta=0.0)
+    torch.testing.assert_close(out["sample"], a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps, rtol=0, atol=1e-10)
+    chain = diffusion.ddim_sample_loop(denoiser, None, noise=x_t[-1:], clip_denoised=False)
+    torch.testing.assert_close(chain, x0, rtol=0, atol=1e-9)
+
+
 def test_gaussian_data_with_the_optimal_denoiser_is_sampled_exactly():
     """For x0 ~ N(0, I), x_t ~ N(0, I) at every t and E[eps | x_t] = sqrt(1 - a_bar_t) x_t; with sigma_t^2 = beta_t
     (optimal for this data) each ancestral step maps N(0, I) to N(0, I), and the final noiseless step gives

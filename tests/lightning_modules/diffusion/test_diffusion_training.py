@@ -1,4 +1,5 @@
 """training_losses: keys, shapes, oracle zeros, the hybrid stop-gradient, and the bound's units."""
+import numpy as np
 import pytest
 import torch
 
@@ -102,3 +103,43 @@ def test_continuous_data_trains_with_the_bound_but_has_no_bits_per_dim():
     assert torch.isfinite(terms["loss"]).all()
     with pytest.raises(ValueError, match="num_levels=None"):
         diffusion.calc_bpd_loop(oracle(diffusion, x0, noise), x0)
+
+
+def hand_tables(num_timesteps: int):
+    """alpha_t, a_bar_t and a_bar_(t-1) of Ho et al.'s linear schedule (1e-4 to 0.02), written out here."""
+    betas = np.linspace(1e-4, 0.02, num_timesteps, dtype=np.float64)
+    alpha_bar = np.cumprod(1.0 - betas)
+    return 1.0 - betas, alpha_bar, np.concatenate([[1.0], alpha_bar[:-1]])
+
+
+@pytest.mark.parametrize("prediction_type", ["v", "mu"])
+@pytest.mark.parametrize("steps", [None, "ddim5"])
+def test_v_and_mu_targets_are_their_closed_forms(prediction_type, steps):
+    """The MSE of an arbitrary output y against the target written out by hand:
+    v = sqrt(a_bar_t) eps - sqrt(1 - a_bar_t) x0 (Salimans & Ho 2022, Sect. 4);
+    mu~_t = sqrt(a_bar_(t-1)) beta_t / (1 - a_bar_t) x0 + sqrt(alpha_t) (1 - a_bar_(t-1)) / (1 - a_bar_t) x_t
+    (Ho et al. Eq. 7), with x_t = sqrt(a_bar_t) x0 + sqrt(1 - a_bar_t) eps. Respaced, the network still predicts
+    the original process's one-step quantities at the original step s (its a_bar_s, a_bar_(s-1), alpha_s)."""
+    base = GaussianDiffusion(num_timesteps=T, prediction_type=prediction_type)
+    diffusion = base if steps is None else base.respaced(steps)
+    kept = np.arange(T) if steps is None else np.arange(0, T, T // 5)
+    alphas, alpha_bar, alpha_bar_prev = (table[kept] for table in hand_tables(T))
+    x0, noise = data((len(kept), 2, 3), seed=5)
+    output = torch.randn(len(kept), 2, 3, dtype=F64, generator=torch.Generator().manual_seed(6))
+    t = torch.arange(len(kept))
+    seen = []
+
+    def network(x_t, step):
+        seen.append(step)
+        return output
+
+    terms = diffusion.training_losses(network, x0, t, noise=noise)
+    assert torch.equal(seen[0], torch.from_numpy(kept))  # the network is told the original steps
+    a, a_prev, alpha = (torch.from_numpy(v)[:, None, None] for v in (alpha_bar, alpha_bar_prev, alphas))
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    if prediction_type == "v":
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0
+    else:
+        target = a_prev.sqrt() * (1 - alpha) / (1 - a) * x0 + alpha.sqrt() * (1 - a_prev) / (1 - a) * x_t
+    expected = ((target - output) ** 2).mean(dim=(1, 2))
+    torch.testing.assert_close(terms["mse"], expected, rtol=1e-12, atol=0)
