@@ -137,6 +137,26 @@ def test_sources_image_folder_crops_resizes_and_splits(tmp_path):
         splits["test"][1]
 
 
+def test_sources_image_folder_keeps_the_centre_square_pixel_for_pixel(tmp_path):
+    """Landscape, portrait (an odd margin: the extra row goes below) and square PNGs read at their square's side
+    are exactly the centre pixels; read at half that side with box filtering they are its 2x2 block means (a crop
+    one pixel off would differ by tens of levels on random pixels)."""
+    rng = np.random.default_rng(4)
+    cases = {"wide.png": (slice(0, 30), slice(5, 35), (30, 40)), "tall.png": (slice(23, 41), slice(0, 18), (64, 18)),
+             "square.png": (slice(0, 18), slice(0, 18), (18, 18))}
+    for name, (rows, cols, (height, width)) in cases.items():
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        folder = tmp_path / name.split(".")[0]
+        folder.mkdir()
+        Image.fromarray(pixels).save(folder / name)
+        centre = pixels[rows, cols]
+        side = centre.shape[0]
+        np.testing.assert_array_equal(ImageFolder(folder, resolution=side).splits()["all"][0], centre)
+        halved = ImageFolder(folder, resolution=side // 2, resample="box").splits()["all"][0].astype(int)
+        block_means = centre.reshape(side // 2, 2, side // 2, 2, 3).mean(axis=(1, 3))
+        assert np.abs(halved - block_means).max() <= 1, name  # PIL's fixed-point box filter is within a level
+
+
 def test_sources_image_folder_without_splits_and_errors(tmp_path):
     # a square image downsized by a whole factor with box filtering gives the block values back
     pattern = np.kron(np.arange(16, dtype=np.uint8).reshape(4, 4, 1) * 16, np.ones((4, 4, 3), np.uint8))

@@ -1,7 +1,10 @@
 """End-to-end runs as a user starts them: DDP on 2 CPU processes, multirun sweeps, sample and evaluate (resume after
 SIGKILL is in the method contract, for every method)."""
 
+import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 
@@ -11,15 +14,29 @@ from lightning_modules.checkpointing import read_checkpoint
 pytestmark = pytest.mark.slow
 
 
-def test_ddp_on_two_cpu_processes(tmp_path):
+def test_ddp_on_two_cpu_processes(tmp_path, monkeypatch):
+    """Each of the 2 ranks trains on half of the global batch of 8, on other fields than the other rank, with its
+    own seed (seed + rank) and so its own t and noise draws, while DDP keeps the weights identical."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    probe = tmp_path / "ranks.json"
     run_entry("train.py", "experiment=ddpm_tiny", "trainer=ddp_cpu", "data.batch_size=8", f"paths.log_dir={tmp_path}",
-              "trainer.max_steps=4", "run_name=ddp")
+              "trainer.max_steps=4", "run_name=ddp", "seed=7", "+callbacks.rank_probe._target_=rank_probe.RankProbe",
+              f"+callbacks.rank_probe.path={probe}")
     run_dir = tmp_path / "train" / "runs" / "ddp"
     checkpoint = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    assert checkpoint["global_step"] == 4
+    assert checkpoint["global_step"] == 4 and checkpoint["fieldgen_config"]["trainer"]["devices"] == 2
     assert (run_dir / "samples" / "latest.png").exists()
-    # each of the 2 processes loaded half of the global batch of 8
-    assert checkpoint["fieldgen_config"]["trainer"]["devices"] == 2
+
+    ranks = json.loads(probe.read_text())
+    assert [rank["rank"] for rank in ranks] == [0, 1]
+    assert [rank["initial_seed"] for rank in ranks] == [7, 8]
+    first, second = ranks[0]["steps"], ranks[1]["steps"]
+    assert [step["step"] for step in first] == [step["step"] for step in second] == [0, 1, 2, 3]
+    for mine, other in zip(first, second):
+        assert mine["batch_size"] == other["batch_size"] == 4
+        assert len(set(mine["fields"])) == 4 and not set(mine["fields"]) & set(other["fields"])
+        assert mine["rng"] != other["rng"]
+        assert mine["weights"] == other["weights"]
 
 
 def test_wandb_logs_offline_without_an_api_key(tmp_path, monkeypatch):
@@ -54,8 +71,6 @@ def test_sample_from_a_trained_run_at_any_resolution(tmp_path):
 
 
 def test_evaluate_a_checkpoint_a_samples_file_and_compare_runs(tmp_path):
-    import json
-
     run_entry("train.py", "experiment=ddpm_tiny", f"paths.log_dir={tmp_path}", "run_name=ev", "test=false")
     ckpt = tmp_path / "train" / "runs" / "ev" / "checkpoints" / "last.ckpt"
     run_entry("evaluate.py", f"ckpt_path={ckpt}", f"output_dir={tmp_path / 'eval'}", "num_samples=40",
