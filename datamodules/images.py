@@ -72,14 +72,19 @@ def images_to_values(images: np.ndarray, domain: Domain, channels: int, num_leve
 
 class ImageGrid(FieldMaker):
     """(M, H, W, C) uint8 images -> fields on Grid((h, w)); `resolution` (int or (h, w), None: the source's)
-    resizes with PIL (`resample`) only when it differs from the source's size. to_raw -> (M, h, w, C) uint8
-    levels."""
+    resizes with PIL (`resample`) only when it differs from the source's size; `num_levels` (None: the source's)
+    re-quantises the L_src source levels into that many equal-width bins, level floor(l L / L_src), after any
+    resize (2 binarises at the midpoint; 32 of 256 keeps the top 5 bits). to_raw -> (M, h, w, C) uint8 levels."""
 
-    def __init__(self, source: Source, resolution: Resolution = None, resample: str = "lanczos"):
+    def __init__(self, source: Source, resolution: Resolution = None, resample: str = "lanczos",
+                 num_levels: Optional[int] = None):
         super().__init__(source)
         if source.num_levels is None:
             raise ValueError(f"ImageGrid needs a source of discrete levels; {type(source).__name__} is continuous")
-        self.resample = resample
+        if num_levels is not None and not 2 <= num_levels <= source.num_levels:
+            raise ValueError(f"num_levels={num_levels} re-quantises {type(source).__name__}'s {source.num_levels} "
+                             f"levels: it must be in 2..{source.num_levels} (null keeps them)")
+        self.resample, self.levels = resample, num_levels or source.num_levels
         resample_filter(resample)  # fail at construction on a bad name
         self.shape = Grid(tuple(source.item_shape[:2])).resolve_shape(resolution)
 
@@ -87,14 +92,21 @@ class ImageGrid(FieldMaker):
     def domain(self) -> Grid:
         return Grid(self.shape)
 
+    @property
+    def num_levels(self) -> int:
+        return self.levels
+
     def to_values(self, items: np.ndarray) -> np.ndarray:
         images = resize_images(self._items(items), self.shape, self.resample)
-        images = np.minimum(images, self.num_levels - 1)  # resampling filters overshoot past a 17-level top
-        return levels_to_unit(images, self.num_levels).reshape(len(images), -1, self.signal_dim)
+        source_levels = self.source.num_levels
+        images = np.minimum(images, source_levels - 1)  # resampling filters overshoot past a 17-level top
+        if self.levels != source_levels:
+            images = (images.astype(np.int64) * self.levels) // source_levels
+        return levels_to_unit(images, self.levels).reshape(len(images), -1, self.signal_dim)
 
     def to_raw(self, values) -> np.ndarray:
         values = self._values(values)
         return unit_to_levels(values, self.num_levels).reshape(len(values), *self.shape, self.signal_dim)
 
     def at_resolution(self, resolution: Resolution) -> "ImageGrid":
-        return ImageGrid(self.source, self.domain.resolve_shape(resolution), self.resample)
+        return ImageGrid(self.source, self.domain.resolve_shape(resolution), self.resample, self.levels)

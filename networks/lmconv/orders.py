@@ -152,12 +152,13 @@ def rank_of(order: torch.Tensor) -> torch.Tensor:
 
 
 def observed_first(order: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-    """`order` (N,) rearranged per sample so the `observed` (B, N) pixels come first, both groups keeping their
-    relative order: (B, N). An order that already puts the observed pixels first is returned unchanged."""
-    seen = observed[:, order]  # (B, N): is the pixel of step i observed
-    # stable sort on "hidden" puts observed steps first and keeps each group's order
+    """`order` (N,) or per sample (B, N) rearranged so each sample's `observed` (B, N) pixels come first, both
+    groups keeping their relative order: (B, N). An order that already puts them first is returned unchanged."""
+    order = order.expand(observed.shape[0], -1)
+    seen = torch.gather(observed, 1, order)  # (B, N): is the pixel of step i observed
+    # a stable sort on "hidden" puts the observed steps first and keeps each group's order
     steps = torch.sort((~seen).to(torch.int8), dim=1, stable=True).indices
-    return order[steps]
+    return torch.gather(order, 1, steps)
 
 
 def puts_last(order: torch.Tensor, hidden: torch.Tensor) -> bool:

@@ -54,8 +54,11 @@ class LocallyMaskedPixelCNN(nn.Module):
     in the order whose `OrderMasks` are passed; x (B, in_channels, H, W) in [-1, 1]."""
 
     def __init__(self, in_channels: int, out_channels: int, filters: int = 160, num_res_blocks: int = 5,
-                 kernel_size: int = 3, dilation: int = 2, backend: str = "offsets"):
+                 kernel_size: int = 3, dilation: int = 2, norm: str = "pono", backend: str = "offsets"):
         super().__init__()
+        if norm != "pono":
+            raise ValueError(f"norm={norm!r}: the locally masked PixelCNN normalises with PONO (norm=pono) only; "
+                             "batch, group or layer norm average over locations, so a pixel would see later ones")
         self.kernel_size, self.dilation = kernel_size, dilation
         self.first = LocallyMaskedConv2d(in_channels + 1, filters, kernel_size, backend=backend)
         self.up = nn.ModuleList(nn.ModuleList(GatedResBlock(filters, kernel_size, False, backend)

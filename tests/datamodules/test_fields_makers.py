@@ -66,6 +66,22 @@ def test_fields_image_grid_resizes(rgb_source):
         maker.to_raw(values[:, :30])
 
 
+def test_image_grid_requantises_to_fewer_levels_after_resizing():
+    ramp = ArraySource({"all": np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)}, 256)
+    five_bit = ImageGrid(ramp, num_levels=32)
+    levels = five_bit.to_raw(five_bit.to_values(ramp.splits()["all"]))
+    assert five_bit.num_levels == 32 and np.array_equal(levels.ravel(), np.arange(256) // 8)  # the top 5 bits
+    digits = ArraySource({"all": np.arange(17, dtype=np.uint8).reshape(1, 1, 17, 1)}, 17)
+    binary = ImageGrid(digits, num_levels=2)
+    assert np.array_equal(binary.to_values(digits.splits()["all"]).ravel(), np.repeat([-1.0, 1.0], [9, 8]))
+    assert binary.at_resolution(34).num_levels == 2
+    resized = ImageGrid(ramp, resolution=8, resample="box", num_levels=32)  # resized first, so on the 5-bit grid
+    values = resized.to_values(ramp.splits()["all"])
+    assert np.allclose((values + 1) * 31 / 2, np.rint((values + 1) * 31 / 2), atol=1e-5)
+    with pytest.raises(ValueError, match="must be in 2..17"):
+        ImageGrid(digits, num_levels=32)
+
+
 def test_fields_stereographic_projection_maps():
     q = np.random.default_rng(1).normal(size=(50, 2)) * 2
     xyz = plane_to_sphere(q)
