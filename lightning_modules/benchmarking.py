@@ -111,6 +111,9 @@ class PeerPerceiverField(nn.Module):
         return self.decoder(self.tokenizer(query_coords, query_values, t), z=latents).logits
 
 
+TOKEN_OPTIONS = ("coord_bands", "coord_max_resolution", "time_bands", "time_spacing", "tokens", "embed_dim")
+
+
 def build_transformers_perceiver(settings: dict, diffusion: GaussianDiffusion) -> nn.Module:
     """PerceiverModel with the PerceiverIO config's latents, widths, depth and heads (HF shares the self-attention
     block across num_blocks and cross-attends to the inputs once), and a PerceiverBasicDecoder."""
@@ -120,7 +123,7 @@ def build_transformers_perceiver(settings: dict, diffusion: GaussianDiffusion) -
     net = settings["net"]
     tokenizer = FieldTokenizer(settings["coord_dim"], settings["signal_dim"],
                                num_timesteps=diffusion.num_timesteps,
-                               **{k: net[k] for k in ("coord_bands", "coord_max_resolution", "time_bands") if k in net})
+                               **{k: net[k] for k in TOKEN_OPTIONS if k in net})
     width, widening = net["latent_dim"], net["widening_factor"]
     config = PerceiverConfig(
         num_latents=net["num_latents"], d_latents=width, d_model=tokenizer.out_dim, num_blocks=net["num_blocks"],

@@ -12,14 +12,18 @@ from evaluation.protocol import Capabilities
 from lightning_modules.diffusion_method import DiffusionMethod
 from networks.score_fields.tokens import PairedScoreField
 
+OVERLAP_NOISE = ("shared", "independent")
+
 class DPF(DiffusionMethod):
     """Training is the paper's Algorithm 1, sampling its Algorithm 2, on query points at any resolution.
 
     net: a score field `net(context_coords, context_values, query_coords, query_values, t) -> eps` (PerceiverIO,
         Transformer encoder or MLP-mixer); its coord_dim, signal_dim and output size come from the data.
     point_sampler: ContextQuerySampler arguments for training (num_context, num_query, replacement, same_points).
-    shared_noise_for_overlap: a point drawn as both context and query gets one noise draw (the sampler's view,
-        where context values are query values); false is the literal Algorithm 1 (independent eps_c, eps_q).
+    overlap_noise: "shared" draws one noise per field point, read by both sets, so a point drawn as context and
+        query has one noisy value, as at sampling, where the context values are the query values (apple/ml-mcf
+        does the same); "independent" is the literal Algorithm 1 (eps_c and eps_q drawn separately), under which
+        a network can lower its loss by averaging each query with its independently noised copy in the context.
     sampling_context: context points at sampling time (a random subset of the queries, fixed for the chain);
         null = min(training context count, number of queries). Independent of the sampling resolution.
     query_chunk_size: score this many queries at a time when sampling (memory; queries do not interact); PerceiverIO
@@ -33,7 +37,7 @@ class DPF(DiffusionMethod):
     capabilities = Capabilities(domains=("grid2d", "grid3d", "sphere", "latlon"), resolution_free=True)
     channel_dim = -1
 
-    def __init__(self, net: dict, point_sampler: dict, shared_noise_for_overlap: bool = False,
+    def __init__(self, net: dict, point_sampler: dict, overlap_noise: str = "shared",
                  sampling_context: Optional[int] = None, query_chunk_size: Optional[int] = None,
                  coordinate_jitter: float = 0.0, **kwargs):
         super().__init__(**kwargs)
@@ -49,7 +53,9 @@ class DPF(DiffusionMethod):
         self.net = instantiate(net)
         self.point_sampler = ContextQuerySampler(**point_sampler)
         self.point_sampler.check(self.domain.num_points)
-        self.shared_noise_for_overlap = shared_noise_for_overlap
+        if overlap_noise not in OVERLAP_NOISE:
+            raise ValueError(f"method.overlap_noise={overlap_noise!r} is not one of {OVERLAP_NOISE}")
+        self.overlap_noise = overlap_noise
         if query_chunk_size is not None and (not isinstance(query_chunk_size, int) or query_chunk_size < 1):
             raise ValueError(f"method.query_chunk_size must be a positive number of queries or null (all at once), "
                              f"got {query_chunk_size!r}")
@@ -78,7 +84,7 @@ class DPF(DiffusionMethod):
             batch = self.jittered(batch)
         context, query = self.point_sampler(batch)
         t = self.sample_timesteps(batch.batch_size)
-        if self.shared_noise_for_overlap:
+        if self.overlap_noise == "shared":
             noise = torch.randn_like(batch.values)  # one draw per field point, read by both sets
             context_noise, query_noise = gather_points(noise, context.index), gather_points(noise, query.index)
         else:
