@@ -26,6 +26,13 @@ class PeriodicSampling(Callback):
     def on_samples(self, trainer: L.Trainer, pl_module: L.LightningModule, fields: FieldBatch) -> None:
         raise NotImplementedError
 
+    # the last period sampled is kept in checkpoints: a resumed run does not sample again before the next period
+    def state_dict(self) -> dict[str, int]:
+        return {"last_period": self.last_period}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.last_period = state_dict["last_period"]
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run or not trainer.is_global_zero:
             return

@@ -1,4 +1,6 @@
 """Image metrics end to end on real digits with the project's digits-cnn (trained once per session)."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -36,7 +38,9 @@ def test_score_samples_names_metrics_by_extractor_and_takes_raw_levels(digits_cn
                                                          "recall")}
     expected = fid(train_features := digits_cnn.features(train), digits_cnn.features(levels_to_full_range(raw, 17)))
     assert scores["fid[digits-cnn]"] == pytest.approx(expected)
-    assert scores["is[digits-cnn]"] > 5 and scores["precision[digits-cnn]"] > 0.8
+    assert all(math.isfinite(value) for value in scores.values()), scores
+    assert scores["is[digits-cnn]"] > 5 and scores["is_std[digits-cnn]"] >= 0 and scores["kid_std[digits-cnn]"] >= 0
+    assert 0.8 < scores["precision[digits-cnn]"] <= 1 and 0 <= scores["recall[digits-cnn]"] <= 1
     noise_scores = score_samples(_noise(200), "digits", ["fid", "is"], digits_cnn, reference_images=train)
     assert noise_scores["fid[digits-cnn]"] > 10 * scores["fid[digits-cnn]"]
     assert train_features.shape == (len(train), 128)

@@ -147,3 +147,21 @@ def test_loss_curve_records_train_and_validation_losses_and_survives_a_resume(tm
     resumed = LossCurve(str(tmp_path / "curve" / "loss.png"))
     resumed.load_state_dict(curve.state_dict())
     assert resumed.train == curve.train and resumed.val == curve.val
+
+
+def test_a_resumed_run_continues_the_ema_and_the_sampling_periods(tmp_path):
+    checkpoint = lambda: FinalStepCheckpoint(dirpath=tmp_path / "ckpt", save_last=True,  # noqa: E731
+                                             every_n_train_steps=1000)
+    first = Recorded(num_samples=1, every_n_epochs=2)
+    # stopped at step 5, in epoch 2, after the period ending with epoch 1 was sampled (at step 4)
+    fit(tmp_path, [EMAWeightAveraging(decay=DECAY), first, checkpoint()], max_steps=5)
+    again = Recorded(num_samples=1, every_n_epochs=2)
+    model = Drifting()
+    L.Trainer(max_steps=10, logger=False, enable_progress_bar=False, enable_model_summary=False,
+              num_sanity_val_steps=0, default_root_dir=tmp_path,
+              callbacks=[EMAWeightAveraging(decay=DECAY), again, checkpoint()]).fit(
+        model, ckpt_path=tmp_path / "ckpt" / "last.ckpt")  # the rest of epoch 2, epochs 3 and 4
+    assert [step for step, _ in first.drawn] == [4] and [step for step, _ in again.drawn] == [8]
+    torch.testing.assert_close(model.weight.detach(), ema_weight(10), rtol=0, atol=1e-6)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    torch.testing.assert_close(saved["current_model_state"]["weight"], raw_weight(10), rtol=0, atol=1e-6)

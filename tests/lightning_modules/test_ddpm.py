@@ -53,6 +53,7 @@ def test_losses_samples_and_bits_per_dim():
     assert ddim.values.shape == (2, 64, 1)
     bpd = model.bits_per_dim(batch)
     assert bpd["total_bpd"].shape == (3,) and bpd["vb"].shape == (3, 8) and (bpd["total_bpd"] > 0).all()
+    assert all(torch.isfinite(terms).all() for terms in bpd.values())
 
 
 def test_grid_only_method_refuses_other_domains_at_config_time():
