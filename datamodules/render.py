@@ -159,7 +159,7 @@ def render_fields(values, domain: Domain, nrow: Optional[int] = None, *, cmap: O
                   mesh: bool = False) -> Image.Image:
     """A grid picture (RGB PIL image) of full fields `values` (B, N, C) in [-1, 1] (numpy or torch) on `domain`.
 
-    Grid 2-D: the images (grey for 1 channel, unless `cmap`). Sphere / LatLon: per field an equirectangular map
+    Grid 2-D and Rays (rendered views): the images (grey for 1 channel, unless `cmap`). Sphere / LatLon: per field an equirectangular map
     and an orthographic globe centred at `view` = (lat, lon) degrees (default: the south pole for Sphere, where
     projected images sit; 20N 0E for LatLon); 1-channel LatLon fields use 'coolwarm'. Grid 3-D: three
     depth-shaded max-projections of the occupancy (value > 0), plus a marching-cubes render when `mesh`.
@@ -173,7 +173,7 @@ def render_fields(values, domain: Domain, nrow: Optional[int] = None, *, cmap: O
     if cmap == "default":
         cmap = DEFAULT_CMAPS.get(domain.name)
     gap = max(padding, 2)
-    if domain.kind == "grid2d":
+    if domain.kind in ("grid2d", "rays"):  # a view's rays are its pixels
         scale = scale or max(1, math.ceil(MIN_TILE["image"] / max(domain.shape)))
         images = colorize(values, cmap).reshape(len(values), *domain.shape, 3)
         tiles = _upscale(images, scale)
@@ -184,5 +184,5 @@ def render_fields(values, domain: Domain, nrow: Optional[int] = None, *, cmap: O
         scale = scale or max(1, math.ceil(MIN_TILE["voxels"] / max(domain.shape)))
         tiles = _voxel_tiles(values, domain, scale, gap, mesh)
     else:
-        raise ValueError(f"render_fields draws Grid (2-D, 3-D), Sphere and LatLon fields, not {domain.name}")
+        raise ValueError(f"render_fields draws Grid (2-D, 3-D), Rays, Sphere and LatLon fields, not {domain.name}")
     return Image.fromarray(tile_images(tiles, nrow, padding))

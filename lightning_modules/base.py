@@ -99,7 +99,10 @@ class FieldModule(L.LightningModule):
                 "resume from it.")
 
     def _shared_step(self, batch: FieldBatch, stage: str) -> torch.Tensor:
-        losses = self.compute_losses(batch)
+        return self.log_losses(self.compute_losses(batch), batch, stage)
+
+    def log_losses(self, losses: dict[str, torch.Tensor], batch: FieldBatch, stage: str) -> torch.Tensor:
+        """The mean loss of per-sample `losses` (checked finite when training), each term logged as <stage>/<name>."""
         loss = losses["loss"].mean()
         if stage == "train":
             self._check_finite(loss)

@@ -120,6 +120,7 @@ def test_evaluate_runs_the_metrics_its_capabilities_imply(trained, tmp_path):
     expected += ["test/bpd"] if capabilities.likelihood else []
     expected += ["fid[", "kid[", "is[", "precision[", "recall["] if kind == "grid2d" else []
     expected += ["coverage[chamfer]", "mmd[chamfer]"] if kind == "grid3d" else []
+    expected += ["test/psnr", "test/ssim"] if capabilities.renders_views else []
     for prefix in expected:
         assert any(key.startswith(prefix) and metrics[key] is not None and math.isfinite(metrics[key])
                    for key in metrics), (prefix, metrics)
@@ -131,6 +132,9 @@ def test_evaluate_runs_the_metrics_its_capabilities_imply(trained, tmp_path):
             assert not key.startswith(prefix) or value >= bound, (key, value)
         assert not key.startswith(fractions) or 0 <= value <= 1, (key, value)
     assert ("test/bpd" in metrics) == bool(capabilities.likelihood)
+    if capabilities.renders_views:  # one render per test view, with its depth and accumulation maps
+        renders = sorted(path.name for path in (tmp_path / "renders").iterdir())
+        assert renders and renders == sorted(path.name for path in (tmp_path / "acc").iterdir())
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
