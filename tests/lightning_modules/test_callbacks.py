@@ -77,11 +77,15 @@ class Recorded(PeriodicSampling):
         self.drawn.append((trainer.global_step, fields.values.clone()))
 
 
-def fit(tmp_path, callbacks, max_steps=6, **trainer):
+def fit(tmp_path, callbacks, max_steps=6, ckpt_path=None):
     model = Drifting()
     L.Trainer(max_steps=max_steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
-              num_sanity_val_steps=0, default_root_dir=tmp_path, callbacks=callbacks, **trainer).fit(model)
+              num_sanity_val_steps=0, default_root_dir=tmp_path, callbacks=callbacks).fit(model, ckpt_path=ckpt_path)
     return model
+
+
+def final_checkpoint(tmp_path):
+    return FinalStepCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1000)
 
 
 def expected_samples(step: int, num_samples: int, seed: int) -> torch.Tensor:
@@ -150,18 +154,23 @@ def test_loss_curve_records_train_and_validation_losses_and_survives_a_resume(tm
 
 
 def test_a_resumed_run_continues_the_ema_and_the_sampling_periods(tmp_path):
-    checkpoint = lambda: FinalStepCheckpoint(dirpath=tmp_path / "ckpt", save_last=True,  # noqa: E731
-                                             every_n_train_steps=1000)
-    first = Recorded(num_samples=1, every_n_epochs=2)
+    first, again = Recorded(num_samples=1, every_n_epochs=2), Recorded(num_samples=1, every_n_epochs=2)
     # stopped at step 5, in epoch 2, after the period ending with epoch 1 was sampled (at step 4)
-    fit(tmp_path, [EMAWeightAveraging(decay=DECAY), first, checkpoint()], max_steps=5)
-    again = Recorded(num_samples=1, every_n_epochs=2)
-    model = Drifting()
-    L.Trainer(max_steps=10, logger=False, enable_progress_bar=False, enable_model_summary=False,
-              num_sanity_val_steps=0, default_root_dir=tmp_path,
-              callbacks=[EMAWeightAveraging(decay=DECAY), again, checkpoint()]).fit(
-        model, ckpt_path=tmp_path / "ckpt" / "last.ckpt")  # the rest of epoch 2, epochs 3 and 4
+    fit(tmp_path, [EMAWeightAveraging(decay=DECAY), first, final_checkpoint(tmp_path)], max_steps=5)
+    # the rest of epoch 2, epochs 3 and 4
+    model = fit(tmp_path, [EMAWeightAveraging(decay=DECAY), again, final_checkpoint(tmp_path)], max_steps=10,
+                ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert [step for step, _ in first.drawn] == [4] and [step for step, _ in again.drawn] == [8]
     torch.testing.assert_close(model.weight.detach(), ema_weight(10), rtol=0, atol=1e-6)
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     torch.testing.assert_close(saved["current_model_state"]["weight"], raw_weight(10), rtol=0, atol=1e-6)
+
+
+def test_the_loss_curve_of_a_resumed_run_holds_both_runs(tmp_path):
+    fit(tmp_path, [LossCurve(str(tmp_path / "loss.png"), every_n_steps=2), final_checkpoint(tmp_path)], max_steps=5)
+    curve = LossCurve(str(tmp_path / "loss.png"), every_n_steps=2)
+    fit(tmp_path, [curve, final_checkpoint(tmp_path)], max_steps=8, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert [step for step, _ in curve.train] == [1, 2, 4, 6, 8]
+    assert [step for step, _ in curve.val] == [2, 4, 6, 8]
+    assert [loss for _, loss in curve.train] == pytest.approx(
+        [float((raw_weight(step - 1) - TARGET).square().sum()) for step in (1, 2, 4, 6, 8)])
