@@ -1,8 +1,8 @@
-"""Speed and memory: `python experiments/benchmark.py suite=ddpm|dpf [device=cpu] [precisions=[fp32]]`.
+"""Speed and memory of an experiment's LitModule: `python experiments/benchmark.py experiment=NAME [overrides]`.
 
-ddpm: U-Net train-step throughput, sampling-step time and peak memory; dpf: PerceiverIO cost against points and
-latents with its log-log slope; both beside diffusers / transformers where they import (conf/benchmark.yaml).
-Writes output_dir/benchmark.md, benchmark.json (and benchmark.png for dpf) and prints the tables.
+Any train.py override applies (data.batch_size=8, method.net.num_latents=256); benchmark.* sets the measurement
+and benchmark.sweep.key / .values sweep any config key (conf/benchmark.yaml). Writes benchmark.output_dir/
+benchmark.md, benchmark.json (and benchmark.png for a numeric sweep) and prints the tables.
 """
 from __future__ import annotations
 
@@ -11,20 +11,21 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from lightning_modules.benchmarking import run_suite, write_report
-from lightning_modules.runtime import resolve_device
+from benchmarks.report import write_report
+from benchmarks.suite import run_benchmark
+from lightning_modules.runtime import register_resolvers
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
 def main(cfg: DictConfig) -> Path:
-    record = run_suite(cfg.suite, OmegaConf.to_container(cfg[cfg.suite], resolve=True), resolve_device(cfg.device),
-                       list(cfg.precisions), cfg.warmup, cfg.repeats, cfg.peers, cfg.channels_last, cfg.compile,
-                       cfg.isolate_memory)
-    overrides = HydraConfig.get().overrides.task
-    record["command"] = " ".join(["python experiments/benchmark.py", *map(shlex.quote, overrides)])
-    path = write_report(record, Path(cfg.output_dir))
+    hydra_cfg = HydraConfig.get()
+    record = run_benchmark(cfg, hydra_cfg.runtime.choices.get("experiment"))
+    record["command"] = " ".join(["python experiments/benchmark.py", *map(shlex.quote, hydra_cfg.overrides.task)])
+    path = write_report(record, Path(cfg.benchmark.output_dir))
     print(path.read_text())
     return path
 

@@ -72,8 +72,12 @@ class FieldModule(L.LightningModule):
             # seed_everything gives every rank the same stream: offset it so ranks draw different t and noise
             torch.manual_seed(torch.initial_seed() + self.global_rank)
         if self.compile_net:
-            for network in self.networks().values():
-                network.compile()  # compiles forward in place: state_dict keys stay the same
+            self.compile_networks()
+
+    def compile_networks(self) -> None:
+        """torch.compile each network's forward in place (state_dict keys stay the same)."""
+        for network in self.networks().values():
+            network.compile()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["fieldgen_method"] = f"{type(self).__module__}.{type(self).__qualname__}"

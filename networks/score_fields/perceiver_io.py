@@ -128,6 +128,8 @@ class PerceiverIO(ScoreField):
     qk_channels / v_channels set the attention width of every layer (default: the query stream's width, latent_dim);
     num_cross_heads serves the encoder and decoder cross-attentions, num_self_heads the latent self-attentions;
     dropout applies to attention weights and MLP outputs; init / initializer_range: see the module docstring.
+    cross_attend_blocks: how many encoder blocks, from the first, read the context (None: all, as DPF; 1: Perceiver
+    IO's and transformers' structure, the later blocks only self-attend).
     """
 
     def __init__(self, coord_dim: int, signal_dim: int, out_dim: Optional[int] = None, *, num_latents: int = 512,
@@ -135,13 +137,17 @@ class PerceiverIO(ScoreField):
                  num_cross_heads: int = 4, num_self_heads: int = 4, num_decoder_blocks: int = 4,
                  widening_factor: int = 1, qk_channels: Optional[int] = None, v_channels: Optional[int] = None,
                  dropout: float = 0.0, init: str = "hf", initializer_range: float = 0.02,
-                 **tokens):
+                 cross_attend_blocks: Optional[int] = None, **tokens):
         if init not in INITS:
             raise ValueError(f"init={init!r} is not one of {INITS}")
         if min(num_latents, latent_dim, num_blocks, num_decoder_blocks, widening_factor) < 1:
             raise ValueError(
                 "PerceiverIO needs num_latents, latent_dim, num_blocks, num_decoder_blocks and widening_factor >= 1"
             )
+        cross_attend_blocks = num_blocks if cross_attend_blocks is None else cross_attend_blocks
+        if not 1 <= cross_attend_blocks <= num_blocks:
+            raise ValueError(f"cross_attend_blocks={cross_attend_blocks} must be in [1, num_blocks={num_blocks}] "
+                             "(null: every block reads the context)")
         super().__init__(coord_dim, signal_dim, out_dim, **tokens)
         token_dim = self.tokenizer.out_dim
 
@@ -152,10 +158,10 @@ class PerceiverIO(ScoreField):
         self.latents = nn.Parameter(torch.randn(num_latents, latent_dim) * latent_std)
         self.encoder_blocks = nn.ModuleList(
             nn.ModuleList(
-                [layer(token_dim, num_cross_heads)]
+                ([layer(token_dim, num_cross_heads)] if block < cross_attend_blocks else [])
                 + [layer(None, num_self_heads) for _ in range(self_attends_per_block)]
             )
-            for _ in range(num_blocks)
+            for block in range(num_blocks)
         )
         self.query_proj = nn.Linear(token_dim, latent_dim)
         self.decoder_blocks = nn.ModuleList(layer(latent_dim, num_cross_heads) for _ in range(num_decoder_blocks))
@@ -169,10 +175,9 @@ class PerceiverIO(ScoreField):
     def encode(self, context: Tensor) -> Tensor:
         """Context tokens (B, Nc, token_dim) -> latents (B, num_latents, latent_dim)."""
         latents = self.latents.expand(context.shape[0], -1, -1)
-        for cross_attention, *self_attentions in self.encoder_blocks:
-            latents = cross_attention(latents, context)
-            for self_attention in self_attentions:
-                latents = self_attention(latents)
+        for block in self.encoder_blocks:
+            for attention in block:
+                latents = attention(latents, context) if attention.attention.is_cross else attention(latents)
         return latents
 
     def score(self, context_coords: Tensor, context: Tensor, query_coords: Tensor, queries: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""experiments/benchmark.py in-process on tiny nets (fp32, one repeat, no peers, no spawn), and the slope fit."""
+"""experiments/benchmark.py on every registered method's tiny experiment (fp32, one repeat, in-process), the
+sampling call counting, sweeps, synthetic stand-ins for absent data, peers and the report files."""
 import json
 import math
 
@@ -8,53 +9,180 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+from torch import nn
 
+from benchmarks.measure import sampling_step_calls
+from benchmarks.peers import PEERS
+from benchmarks.suite import loglog_slope
+from benchmarks.synthetic import SyntheticSource, synthetic_source_config
 from conftest import CONF
 from experiments.benchmark import main
-from lightning_modules.benchmarking import loglog_slope, run_suite
+from lightning_modules import METHODS
+from lightning_modules.build import build
 
-TINY = ["precisions=[fp32]", "warmup=0", "repeats=1", "peers=false", "isolate_memory=false", "device=cpu"]
-SUITES = {
-    "ddpm": ["ddpm.image_size=8", "ddpm.batch_size=2", "ddpm.sample_batch_size=2", "ddpm.net.base_channels=8",
-             "ddpm.net.channel_mults=[1,2]", "ddpm.net.attention_resolutions=[4]", "ddpm.net.num_groups=4"],
-    "dpf": ["dpf.batch_size=1", "dpf.points=[16,32]", "dpf.latents=[4,8]", "dpf.latent_sweep_points=16",
-            "dpf.net.num_latents=8", "dpf.net.latent_dim=16", "dpf.net.num_blocks=1",
-            "dpf.net.self_attends_per_block=1", "dpf.net.num_decoder_blocks=1", "dpf.net.num_cross_heads=2",
-            "dpf.net.num_self_heads=2"],
-}
+QUICK = ["benchmark.precisions=[fp32]", "benchmark.warmup=0", "benchmark.repeats=1", "benchmark.batches=1",
+         "benchmark.isolate_memory=false", "benchmark.device=cpu"]
 
 
-def run_benchmark(tmp_path, overrides):
+def compose_benchmark(tmp_path, overrides):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("benchmark", overrides=[*overrides, f"output_dir={tmp_path}"], return_hydra_config=True)
+        cfg = compose("benchmark", overrides=[*overrides, f"benchmark.output_dir={tmp_path}"],
+                      return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.log_dir = str(tmp_path / "logs")
+        cfg.hydra.runtime.output_dir = str(tmp_path)
     HydraConfig().set_config(cfg)
-    return main(cfg)
+    return cfg
 
 
-@pytest.mark.parametrize("suite", SUITES)
-def test_suite_writes_positive_finite_measurements(tmp_path, capsys, suite):
-    overrides = [f"suite={suite}", *TINY, *SUITES[suite]]
-    markdown = run_benchmark(tmp_path, overrides)
+@pytest.fixture
+def benchmark(tmp_path, fake_data_root, monkeypatch):
+    """Run the benchmark in-process on tiny fakes of every dataset; returns (markdown path, record)."""
+    monkeypatch.setenv("FIELDGEN_DATA_DIR", str(fake_data_root))
 
-    record = json.loads((tmp_path / "benchmark.json").read_text())
-    assert [(row["model"], row["precision"]) for row in record["rows"]][0] == (
-        "fieldgen UNet" if suite == "ddpm" else "fieldgen PerceiverIO", "fp32")
-    assert len(record["rows"]) == (1 if suite == "ddpm" else 4)
-    for row in record["rows"]:
-        assert row["params"] > 0
+    def run(*overrides):
+        markdown = main(compose_benchmark(tmp_path, [*QUICK, *overrides]))
+        return markdown, json.loads((tmp_path / "benchmark.json").read_text())
+    return run
+
+
+def check_rows(rows):
+    for row in rows:
+        assert row["params"] > 0 and row["sample_calls"] >= 1
         for phase in ("train", "sample"):
             assert math.isfinite(row[f"{phase}_ms"]) and row[f"{phase}_ms"] > 0
             assert math.isfinite(row[f"{phase}_items_per_s"]) and row[f"{phase}_items_per_s"] > 0
             assert math.isfinite(row[f"{phase}_peak_mib"]) and row[f"{phase}_peak_mib"] >= 0  # in-process: >= 0
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_is_benchmarked_by_naming_its_experiment(benchmark, capsys, name):
+    markdown, record = benchmark(f"experiment={name}_tiny", "benchmark.peers=false")
+    assert record["method"] == name and record["experiment"] == f"{name}_tiny"
+    assert [row["precision"] for row in record["rows"]] == ["fp32"] and record["rows"][0]["model"].startswith(
+        "fieldgen ")
+    check_rows(record["rows"])
     text = markdown.read_text()
     assert text in capsys.readouterr().out
-    assert "python experiments/benchmark.py suite=" in text and "torch" in text
-    if suite == "dpf":
-        assert (tmp_path / "benchmark.png").stat().st_size > 0
-        slopes = record["slopes"][0]
-        assert all(math.isfinite(slopes[f"{phase} vs {size}"]) for phase in ("train", "sample")
-                   for size in ("points", "latents"))
+    assert "`python experiments/benchmark.py " in text and f" experiment={name}_tiny " in text and "torch" in text
+    assert not (markdown.parent / "benchmark.png").exists()  # no sweep, nothing to fit
+
+
+def make_module(tmp_path, fake_data_root, monkeypatch, *overrides):
+    monkeypatch.setenv("FIELDGEN_DATA_DIR", str(fake_data_root))
+    return build(compose_benchmark(tmp_path, list(overrides)))[1]
+
+
+def count_calls(module, **options) -> int:
+    """Calls of every network over a whole `sample` run, counted independently of the benchmark's hooks."""
+    counted = []
+    for network in module.networks().values():
+        forward = network.forward
+        network.forward = lambda *args, forward=forward, **kwargs: counted.append(1) or forward(*args, **kwargs)
+    module.sample(3, **options)
+    for network in module.networks().values():
+        del network.forward
+    return len(counted)
+
+
+@pytest.mark.parametrize("experiment, chunk, calls", [("ddpm_tiny", None, 1), ("dpf_tiny", None, 1),
+                                                      ("dpf_tiny", 24, 3), ("dpf_tiny", 32, 2)])
+def test_a_sampling_step_is_the_calls_of_one_respaced_step(tmp_path, fake_data_root, monkeypatch, experiment,
+                                                           chunk, calls):
+    overrides = [f"experiment={experiment}"] + ([f"method.query_chunk_size={chunk}"] if chunk else [])
+    module = make_module(tmp_path, fake_data_root, monkeypatch, *overrides).eval()
+    step = sampling_step_calls(module, 3, steps=2)
+    assert len(step) == calls == count_calls(module, steps=5) / 5  # the 64 digit pixels in chunks
+    network, args, kwargs = step[0]
+    assert network is module.net and args[0].shape[0] == 3
+    torch.testing.assert_close(network(*args, **kwargs).shape, module.net(*args, **kwargs).shape)
+
+
+class Autoregressive:
+    """A stand-in for a method without diffusion steps: each step calls `first` then `second`."""
+
+    def __init__(self):
+        self.first, self.second, self.device = nn.Linear(2, 2), nn.Linear(2, 2), torch.device("cpu")
+
+    def networks(self):
+        return {"first": self.first, "second": self.second}
+
+    def sample(self, num_samples, generator=None):
+        x = torch.zeros(num_samples, 2)
+        for _ in range(10):
+            x = self.second(self.first(x))
+        return x
+
+
+def test_a_method_without_steps_has_one_step_until_a_network_repeats():
+    module = Autoregressive()
+    assert [network for network, _, _ in sampling_step_calls(module, 4, steps=2)] == [module.first, module.second]
+
+
+def test_a_sweep_sets_any_key_and_fits_slopes(benchmark):
+    markdown, record = benchmark("experiment=dpf_tiny", "benchmark.peers=false",
+                                 "benchmark.sweep.key=method.point_sampler.num_query", "benchmark.sweep.values=[8,32]")
+    assert [row["method.point_sampler.num_query"] for row in record["rows"]] == [8, 32]
+    check_rows(record["rows"])
+    assert record["slopes_against"] == "method.point_sampler.num_query"
+    assert all(math.isfinite(value) for value in record["slopes"][0].values() if isinstance(value, float))
+    assert (markdown.parent / "benchmark.png").stat().st_size > 0
+    assert "Fitted slope" in markdown.read_text()
+
+
+def test_a_sweep_of_keys_set_together_fits_against_points(benchmark):
+    _, record = benchmark("experiment=ddpm_tiny", "benchmark.peers=false",
+                          "benchmark.sweep.key=[data.field_maker.resolution,+method.net.dropout]",
+                          "benchmark.sweep.values=[[4,0.0],[8,0.1]]")
+    assert [row["points"] for row in record["rows"]] == [16, 64]
+    assert record["slopes_against"] == "points"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["benchmark.sweep.key=method.net.no_such_key", "benchmark.sweep.values=[1]"], "write \\+method.net.no_such_key"),
+    (["benchmark.sweep.key=[data.batch_size,seed]", "benchmark.sweep.values=[1]"], "one value per key"),
+    (["benchmark.sweep.key=data.batch_size"], "needs benchmark.sweep.values"),
+    (["benchmark.precisions=[fp16]"], "precisions must be"),
+    (["benchmark.repeats=0"], "repeats >= 1"),
+    (["benchmark.sample_steps=0"], "sample_steps >= 1"),
+])
+def test_bad_options_are_named(benchmark, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        benchmark("experiment=ddpm_tiny", *overrides)
+
+
+@pytest.mark.parametrize("name, peer", [("ddpm", "diffusers UNet2DModel"), ("dpf", "transformers Perceiver")])
+def test_peers_are_timed_in_the_module_on_the_same_batches(benchmark, name, peer):
+    _, record = benchmark(f"experiment={name}_tiny")
+    assert [row["model"] for row in record["rows"]][1:] == [peer]
+    assert record["versions"][PEERS[peer].package]
+    check_rows(record["rows"])
+    ours, theirs = record["rows"]
+    assert theirs["sample_calls"] == ours["sample_calls"]
+    if name == "ddpm":  # UNet2DModel mirrors the U-Net layer for layer
+        assert theirs["params"] == ours["params"]
+
+
+def test_absent_data_is_timed_on_synthetic_items_of_its_shape(benchmark, tmp_path):
+    _, record = benchmark("experiment=dpf_tiny", "data=cifar10", f"paths.data_dir={tmp_path / 'empty'}",
+                          "data.num_workers=0", "benchmark.peers=false")
+    assert record["synthetic_data"] and record["rows"][0]["points"] == 32 * 32
+    check_rows(record["rows"])
+
+
+def test_a_synthetic_source_has_the_declared_shape_and_levels():
+    folder = synthetic_source_config({"_target_": "datamodules.sources.image_folder.ImageFolder", "root": "/none",
+                                      "resolution": 16}, count=5, item_shape=None, reason="absent")
+    assert (folder["item_shape"], folder["channels"], folder["num_levels"]) == ([16, 16, 3], 3, 256)
+    splits = SyntheticSource(**{k: v for k, v in folder.items() if k != "_target_"}).splits()
+    assert splits["train"].shape == (5, 16, 16, 3) and splits["train"].dtype == np.uint8
+    voxels = {"_target_": "datamodules.sources.voxels.VoxelFolder", "root": "/none"}
+    with pytest.raises(ValueError, match="benchmark.synthetic_item_shape"):
+        synthetic_source_config(voxels, count=2, item_shape=None, reason="absent")
+    occupancy = synthetic_source_config(voxels, count=2, item_shape=[4, 4, 4], reason="absent")
+    assert SyntheticSource(**{k: v for k, v in occupancy.items() if k != "_target_"}).splits()["train"].dtype == bool
 
 
 def test_loglog_slope_recovers_the_exponent_of_a_power_law():
@@ -64,10 +192,10 @@ def test_loglog_slope_recovers_the_exponent_of_a_power_law():
         loglog_slope([256, 256], [1.0, 2.0])
 
 
-@pytest.mark.parametrize("option, message", [({"suite": "gan"}, "unknown suite"),
-                                             ({"precisions": ["fp16"]}, "precisions must be"),
-                                             ({"repeats": 0}, "repeats >= 1")])
-def test_bad_options_are_named(option, message):
-    options = {"suite": "ddpm", "settings": {}, "device": torch.device("cpu"), **option}
-    with pytest.raises(ValueError, match=message):
-        run_suite(**options)
+@pytest.mark.slow
+def test_isolated_cases_measure_their_own_peak_memory(benchmark):
+    # 2048 samples: sampling activations of ~8 MiB each, past what building the module peaked at
+    _, record = benchmark("experiment=ddpm_tiny", "benchmark.peers=false", "benchmark.isolate_memory=true",
+                          "benchmark.sample_batch_size=2048")
+    assert record["memory"] == "RSS rise"
+    assert all(row[f"{phase}_peak_mib"] > 0 for row in record["rows"] for phase in ("train", "sample"))

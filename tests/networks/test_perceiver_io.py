@@ -115,6 +115,31 @@ def test_heads_must_divide_channels():
         PerceiverIO(2, 3, **{**TINY, "num_self_heads": 3})
 
 
+def test_cross_attend_blocks_keeps_the_context_in_the_first_blocks_only(inputs):
+    torch.manual_seed(0)
+    peer_structure = PerceiverIO(2, 3, **{**TINY, "cross_attend_blocks": 1}).eval()
+    crosses = [[layer.attention.is_cross for layer in block] for block in peer_structure.encoder_blocks]
+    assert crosses == [[True, False], [False]]
+    default = PerceiverIO(2, 3, **TINY)
+    cross_layer = sum(p.numel() for p in default.encoder_blocks[1][0].parameters())
+    assert sum(p.numel() for p in peer_structure.parameters()) == sum(p.numel() for p in default.parameters()) \
+        - cross_layer
+    # the single cross-attention still reads the context, in any order
+    context_coords, context_values, query_coords, query_values, t = inputs
+    out = peer_structure(*inputs)
+    order = torch.randperm(context_coords.shape[1])
+    torch.testing.assert_close(peer_structure(context_coords[:, order], context_values[:, order], query_coords,
+                                              query_values, t), out)
+    assert not torch.allclose(peer_structure(context_coords, context_values + 0.5, query_coords, query_values, t),
+                              out)
+
+
+@pytest.mark.parametrize("blocks", [0, 3])
+def test_cross_attend_blocks_out_of_range_raises(blocks):
+    with pytest.raises(ValueError, match=f"cross_attend_blocks={blocks} must be in \\[1, num_blocks=2\\]"):
+        PerceiverIO(2, 3, **{**TINY, "cross_attend_blocks": blocks})
+
+
 # Table 6 of the DPF paper (CelebA-HQ 64^2: 2-D coords, RGB); our exact counts are pinned. Our tokens follow the
 # paper's stated recipe (173 wide with geometric time bands) and land 5-8% under the paper; the latent-dim-256 row is 32% under because the
 # paper's counts imply ~433-wide tokens whose d-independent weight our tokens lack (see perceiver_io's docstring).

@@ -1,0 +1,191 @@
+"""One case: the median time and peak memory of a module's training step or of its sampling network step.
+
+train: `compute_losses(batch)` + backward (+ the trainer's gradient clipping) + the method's optimizer step, on
+real batches of the experiment's DataModule. sample: the network forwards one sampling step performs, found by
+forward pre-hooks on `module.networks()` while `module.sample` runs (diffusion methods: over `sample_steps`
+respaced steps, one step being the calls divided by the steps; other methods: the calls before any network is
+called a second time), then replayed on the inputs they were given. Peak memory: torch.cuda.max_memory_allocated
+on CUDA; on CPU the rise of ru_maxrss over its value before the first step (a high-water mark of the process, so
+each case may run in a fresh spawn process); for sampling, both from before the calls are recorded (two sampling
+steps).
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import itertools
+import multiprocessing
+import resource
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from benchmarks.peers import PEERS
+from benchmarks.runs import build_run, training_batches
+from lightning_modules.base import FieldGenerativeModule
+from lightning_modules.diffusion_method import DiffusionMethod
+
+OURS = "fieldgen"
+PRECISIONS = ("fp32", "bf16")
+PHASES = ("train", "sample")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One measurement, as plain data so that a spawn child can rebuild it.
+
+    config: the resolved train config of the run (the sweep's value filled in); model: OURS or a peer's name.
+    """
+
+    config: dict
+    model: str
+    precision: str
+    phase: str
+    device: str
+    warmup: int
+    repeats: int
+    batches: int
+    sample_batch_size: int
+    sample_steps: int
+    synthetic_item_shape: Optional[tuple[int, ...]] = None
+
+
+class _OneStepSeen(Exception):
+    """Raised by the capturing hook to stop sampling once one step's network calls are recorded."""
+
+
+Call = tuple[nn.Module, tuple, dict]
+
+
+def sampling_step_calls(module: FieldGenerativeModule, num_samples: int, steps: int) -> list[Call]:
+    """The network calls (network, args, kwargs) of one sampling step of `module.sample(num_samples)`."""
+    calls: list[tuple[str, Call]] = []
+    stop_at_repeat = not isinstance(module, DiffusionMethod)
+
+    def recorder(name: str) -> Callable:
+        def hook(network: nn.Module, args: tuple, kwargs: dict) -> None:
+            if stop_at_repeat and any(seen == name for seen, _ in calls):
+                raise _OneStepSeen
+            calls.append((name, (network, args, kwargs)))
+        return hook
+
+    handles = [network.register_forward_pre_hook(recorder(name), with_kwargs=True)
+               for name, network in module.networks().items()]
+    options = {} if stop_at_repeat else {"steps": steps}
+    generator = torch.Generator(device=module.device).manual_seed(0)
+    try:
+        module.sample(num_samples, generator=generator, **options)
+    except _OneStepSeen:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not calls:
+        raise RuntimeError(f"method '{module.method_name}' sampled without calling any of its networks "
+                           f"{list(module.networks())} (FieldModule.networks)")
+    if stop_at_repeat:
+        return [call for _, call in calls]
+    if len(calls) % steps:
+        raise RuntimeError(f"{len(calls)} network calls over {steps} sampling steps: not the same calls per step")
+    return [call for _, call in calls[:len(calls) // steps]]
+
+
+def optimizer_of(module: FieldGenerativeModule) -> torch.optim.Optimizer:
+    configured = module.configure_optimizers()
+    return configured["optimizer"] if isinstance(configured, dict) else configured
+
+
+def prepare(case: Case) -> tuple[Callable[[], None], Callable[[], None], dict]:
+    """(start, step, facts): `start` readies the phase once before the timed steps (sampling: records one step's
+    network calls; both count in the peak memory), `step` runs one step of it; facts about the case."""
+    device = torch.device(case.device)
+    datamodule, module, synthetic = build_run(case.config, case.batches, case.synthetic_item_shape)
+    if case.model != OURS:
+        for name, network in PEERS[case.model].build(module).items():
+            setattr(module, name, network)
+    module.to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=case.precision == "bf16")
+    facts = {"params": sum(p.numel() for network in module.networks().values() for p in network.parameters()),
+             "points": module.domain.num_points, "synthetic_data": synthetic}
+    if case.phase == "sample":
+        module.eval()
+        calls = []
+        facts["items"] = case.sample_batch_size
+
+        def start() -> None:
+            calls.extend(sampling_step_calls(module, case.sample_batch_size, case.sample_steps))
+            facts["calls"] = len(calls)
+            if module.compile_net:
+                module.compile_networks()
+
+        @torch.no_grad()
+        def step() -> None:
+            with autocast:
+                for network, args, kwargs in calls:
+                    network(*args, **kwargs)
+
+        return start, step, facts
+
+    batches = itertools.cycle(training_batches(datamodule, case.batches, device))
+    module.train()
+    if module.compile_net:
+        module.compile_networks()
+    optimizer = optimizer_of(module)
+    clip = case.config["trainer"].get("gradient_clip_val")
+    facts["items"] = datamodule.batch_size
+
+    def step() -> None:
+        batch = next(batches)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = module.compute_losses(batch)["loss"].mean()
+        loss.backward()
+        if clip:  # Lightning's default gradient_clip_algorithm: by norm
+            torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+        optimizer.step()
+
+    return lambda: None, step, facts
+
+
+def max_rss_bytes() -> int:
+    """This process's peak resident set size (Linux reports KiB, macOS bytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def measure(case: Case) -> dict[str, Any]:
+    """Median step time over case.repeats steps after case.warmup untimed ones, and the phase's peak memory."""
+    gc.collect()
+    torch.manual_seed(0)
+    device = torch.device(case.device)
+    on_cuda = device.type == "cuda"
+    start, step, facts = prepare(case)
+    if on_cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_before = max_rss_bytes()
+    start()
+    times = []
+    for i in range(case.warmup + case.repeats):
+        start = time.perf_counter()
+        step()
+        if on_cuda:
+            torch.cuda.synchronize(device)
+        if i >= case.warmup:
+            times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) if on_cuda else max_rss_bytes() - rss_before
+    seconds = statistics.median(times)
+    items = facts.pop("items")
+    return {**facts, "ms": 1e3 * seconds, "items_per_s": items / seconds, "peak_mib": peak / 2**20}
+
+
+def run_case(case: Case, isolate: bool) -> dict[str, Any]:
+    """`measure(case)`, in a fresh spawn process when `isolate` (ru_maxrss is a high-water mark of the process)."""
+    if not isolate:
+        return measure(case)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(measure, case).result()
