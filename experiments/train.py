@@ -12,11 +12,12 @@ from typing import Any, Optional
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from lightning_modules.build import build
 from lightning_modules.checkpointing import (AtomicCheckpointIO, check_config_matches, find_resume_checkpoint,
-                                             read_checkpoint)
+                                             read_checkpoint, refuse_fresh_start_over, remove_partial_checkpoints)
 from lightning_modules.runtime import instantiate_callbacks, instantiate_loggers, print_config_tree, register_resolvers
 
 log = logging.getLogger("fieldgen.train")
@@ -25,11 +26,19 @@ register_resolvers()
 
 def resume_path(cfg: DictConfig, model) -> Optional[str]:
     """The checkpoint to continue from (explicit ckpt_path, else the run dir's last.ckpt), checked against the config."""
-    path = cfg.ckpt_path or (find_resume_checkpoint(cfg.paths.output_dir) if cfg.resume else None)
+    if not cfg.resume:
+        refuse_fresh_start_over(cfg.paths.output_dir)
+    own = find_resume_checkpoint(cfg.paths.output_dir) if cfg.resume else None
+    path = cfg.ckpt_path or own
+    checkpoint = read_checkpoint(path) if path is not None else None
+    if checkpoint is not None:
+        check_config_matches(checkpoint, model, path)
+    if rank_zero_only.rank == 0:
+        checkpoint_dir = Path(cfg.paths.output_dir) / "checkpoints"
+        for leftover in remove_partial_checkpoints(checkpoint_dir, checkpoint if path == own else None):
+            log.info("removed %s, left by a run killed while saving a checkpoint", leftover)
     if path is None:
         return None
-    checkpoint = read_checkpoint(path)
-    check_config_matches(checkpoint, model, path)
     log.info("resuming from %s (global step %d)", path, checkpoint.get("global_step", 0))
     return str(path)
 

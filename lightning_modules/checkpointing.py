@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,6 +16,10 @@ from lightning_modules.base import FieldModule, as_container
 
 class ConfigMismatchError(ValueError):
     """A checkpoint was written by a run whose model configuration differs from this one."""
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint holds objects beyond tensors and plain containers: loading it could run code inside it."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -35,6 +41,46 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
+    def load_checkpoint(self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None
+                        ) -> dict[str, Any]:
+        """Lightning's resume reads through here: always as tensors and plain containers (read_checkpoint)."""
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location, weights_only=True)
+        return read_checkpoint(path)
+
+
+class RunDirectoryInUseError(ValueError):
+    """A fresh start (resume=false) was asked for in a run directory that already holds a run's checkpoints."""
+
+
+def refuse_fresh_start_over(output_dir: str | Path) -> None:
+    """resume=false in a run directory holding checkpoints would write beside them (last-v1.ckpt), and the next
+    plain rerun would resume the old run: refuse, naming the way to a new directory."""
+    found = sorted((Path(output_dir) / "checkpoints").glob("*.ckpt"))
+    if found:
+        raise RunDirectoryInUseError(
+            f"resume=false, but the run directory {output_dir} already holds {len(found)} checkpoint(s) "
+            f"({', '.join(p.name for p in found[:3])}); a fresh start there would be mixed up with the old run. "
+            "Give the new run its own directory with run_name=<new name>, or drop resume=false to continue it.")
+
+
+def remove_partial_checkpoints(checkpoint_dir: str | Path, resumed: Optional[dict[str, Any]]) -> list[Path]:
+    """Delete what a killed run left in its checkpoint dir: `*.tmp` files (half-written by AtomicCheckpointIO) and,
+    when resuming its last.ckpt (`resumed`), the `step_*.ckpt` files that its ModelCheckpoint no longer tracks
+    (the kill came before it deleted them)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    if resumed is None:
+        return [path for path in checkpoint_dir.glob("*.tmp") if path.unlink(missing_ok=True) is None]
+    tracked = set()
+    for state in resumed.get("callbacks", {}).values():
+        if isinstance(state, dict) and "best_k_models" in state:
+            tracked |= {Path(p).name for p in [*state["best_k_models"], state.get("best_model_path") or ""]}
+    leftovers = [*checkpoint_dir.glob("*.tmp"),
+                 *(p for p in checkpoint_dir.glob("step_*.ckpt") if p.name not in tracked)]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
+
 
 def find_resume_checkpoint(output_dir: str | Path) -> Optional[Path]:
     """The run directory's `checkpoints/last.ckpt`, when a previous (killed or requeued) run left one."""
@@ -43,11 +89,22 @@ def find_resume_checkpoint(output_dir: str | Path) -> Optional[Path]:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents, read as tensors and plain containers only (`weights_only=True`): fieldgen's own
+    checkpoints hold nothing else, and a pickled object in a foreign one could run code when unpickled."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; pass ckpt_path=<run dir>/checkpoints/last.ckpt")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # what torch raises when weights_only meets anything else
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if found is None:  # not a pickled object at all: garbage or a truncated file
+            raise ValueError(f"{path} is not a readable checkpoint (it may be truncated or from another "
+                             "program)") from None
+        raise UnsafeCheckpointError(
+            f"{path} holds Python objects beyond tensors and plain containers ({found.group(1)}); it was not "
+            "loaded, as unpickling it could run code. fieldgen's own checkpoints never do: use a checkpoint "
+            "written by experiments/train.py") from None
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err}); "
                          "it may be truncated or from another program") from err

@@ -26,15 +26,36 @@ def run_dir_name(run_name: Optional[str], override_dirname: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)[:200]
 
 
+def sweep_dir_name(run_name: Optional[str], task_overrides: list[str], exclude_keys: list[str]) -> str:
+    """A sweep directory named by `run_name`, else by the command's overrides with their sweep values
+    (`seed=1,2,3`): the same command, the same sweep directory, so a rerun resumes every job."""
+    if run_name:
+        return run_dir_name(run_name, "")
+    kept = sorted(item for item in task_overrides if item.split("=", 1)[0].lstrip("+~") not in set(exclude_keys))
+    return run_dir_name(None, "__".join(item.replace(",", "+") for item in kept))
+
+
+def launch_dir() -> str:
+    """The directory the command was started in: Hydra's runtime.cwd inside a job, the process's own before Hydra
+    has set its config (a multirun resolves the sweep directory then)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.cwd if HydraConfig.initialized() else os.getcwd()
+
+
 def stable_id(text: str) -> str:
     """A short id derived from a path: a requeued run logs to the same W&B run."""
     return hashlib.sha1(str(text).encode()).hexdigest()[:12]
 
 
 def register_resolvers() -> None:
-    for name, fn in {"run_dir_name": run_dir_name, "stable_id": stable_id}.items():
+    for name, fn in {"run_dir_name": run_dir_name, "stable_id": stable_id, "launch_dir": launch_dir}.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+    if not OmegaConf.has_resolver("sweep_dir_name"):
+        # cached: each sweep job's config is recomposed with its own overrides, and Hydra copies the launching
+        # config's resolver cache into it, so every job reads the name computed from the whole command
+        OmegaConf.register_new_resolver("sweep_dir_name", sweep_dir_name, use_cache=True)
 
 
 def resolve_device(name: str) -> "torch.device":

@@ -37,10 +37,11 @@ def make_cfg(tmp_path, fake_data_root, monkeypatch):
     return lambda *overrides: compose_train(tmp_path, list(overrides))
 
 
-def run_entry(script: str, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    """Run experiments/<script> with args in a subprocess; output captured."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / script), *args], cwd=ROOT, env=env,
+def run_entry(script: str, *args: str, timeout: float = 600, check: bool = True, cwd: Path = ROOT,
+              env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run experiments/<script> with args in a subprocess from `cwd` (extra `env` variables); output captured."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / script), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"

@@ -1,5 +1,5 @@
-"""End-to-end runs as a user starts them: DDP on 2 CPU processes, multirun sweeps, sample and evaluate (resume after
-SIGKILL is in the method contract, for every method)."""
+"""End-to-end runs as a user starts them: DDP on 2 CPU processes, sample and evaluate (sweeps are in
+test_readme_commands.py; resume after SIGKILL is in the method contract, for every method)."""
 
 import json
 import math
@@ -47,13 +47,6 @@ def test_wandb_logs_offline_without_an_api_key(tmp_path, monkeypatch):
               "test=false")
     offline_runs = list((tmp_path / "train" / "runs" / "wb" / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1
-
-
-def test_multirun_sweep_with_the_submitit_local_launcher(tmp_path):
-    run_entry("train.py", "-m", "hydra/launcher=submitit_local", "experiment=ddpm_tiny", "seed=1,2",
-              f"paths.log_dir={tmp_path}", "hydra.sweep.dir=" + str(tmp_path / "sweep"), "test=false", timeout=900)
-    runs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if (p / "checkpoints" / "last.ckpt").exists())
-    assert runs == ["experiment-ddpm_tiny__seed-1", "experiment-ddpm_tiny__seed-2"]
 
 
 def test_sample_from_a_trained_run_at_any_resolution(tmp_path):

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from lightning_modules.checkpointing import AtomicCheckpointIO, ConfigMismatchError, read_checkpoint
+from payloads import write_payload_checkpoint
 
 
 def test_atomic_save_replaces_whole_files_only(tmp_path, monkeypatch):
@@ -47,3 +48,14 @@ def test_config_mismatch_lists_the_differing_keys(tmp_path):
     checkpoint["fieldgen_method"] = "lightning_modules.dpf.DPF"
     with pytest.raises(ConfigMismatchError, match="holds a lightning_modules.dpf.DPF model"):
         check_config_matches(checkpoint, Module(), "x.ckpt")
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_its_code_never_runs(tmp_path):
+    from lightning_modules.checkpointing import UnsafeCheckpointError, load_method
+
+    marker = tmp_path / "code-ran"
+    path = write_payload_checkpoint(tmp_path / "evil.ckpt", marker)
+    for load in (read_checkpoint, load_method, AtomicCheckpointIO().load_checkpoint):
+        with pytest.raises(UnsafeCheckpointError, match=r"evil.ckpt holds Python objects .*\((io|builtins).open\)"):
+            load(path)
+    assert not marker.exists()

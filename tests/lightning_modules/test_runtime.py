@@ -20,3 +20,13 @@ def test_wandb_goes_offline_without_a_key(monkeypatch, tmp_path):
     assert not wandb_needs_offline()
     monkeypatch.setenv("WANDB_API_KEY", "x")
     assert not wandb_needs_offline()
+
+
+def test_sweep_dir_names_come_from_the_whole_command_without_the_knobs_that_leave_runs_alone():
+    from lightning_modules.runtime import sweep_dir_name
+
+    excluded = ["trainer.max_steps", "run_name"]
+    name = sweep_dir_name(None, ["seed=1,2,3", "experiment=ddpm_digits", "trainer.max_steps=2"], excluded)
+    assert name == "experiment-ddpm_digits__seed-1+2+3"
+    assert sweep_dir_name(None, ["experiment=ddpm_digits", "seed=1,2,3"], excluded) == name  # order-free
+    assert sweep_dir_name("lr_sweep", ["seed=1,2"], excluded) == "lr_sweep"
