@@ -21,6 +21,8 @@ class LossCurve(Callback):
         self.val: list[tuple[int, float]] = []
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self.train and self.train[-1][0] == trainer.global_step:
+            return  # one entry per optimiser step, also when it accumulates gradients over several batches
         if trainer.global_step % self.every_n_steps == 0 or not self.train:
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             self.train.append((trainer.global_step, float(loss)))

@@ -77,10 +77,11 @@ class Recorded(PeriodicSampling):
         self.drawn.append((trainer.global_step, fields.values.clone()))
 
 
-def fit(tmp_path, callbacks, max_steps=6, ckpt_path=None):
+def fit(tmp_path, callbacks, max_steps=6, ckpt_path=None, **trainer):
     model = Drifting()
     L.Trainer(max_steps=max_steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
-              num_sanity_val_steps=0, default_root_dir=tmp_path, callbacks=callbacks).fit(model, ckpt_path=ckpt_path)
+              num_sanity_val_steps=0, default_root_dir=tmp_path, callbacks=callbacks, **trainer).fit(
+        model, ckpt_path=ckpt_path)
     return model
 
 
@@ -174,3 +175,9 @@ def test_the_loss_curve_of_a_resumed_run_holds_both_runs(tmp_path):
     assert [step for step, _ in curve.val] == [2, 4, 6, 8]
     assert [loss for _, loss in curve.train] == pytest.approx(
         [float((raw_weight(step - 1) - TARGET).square().sum()) for step in (1, 2, 4, 6, 8)])
+
+
+def test_the_loss_curve_has_one_entry_per_optimiser_step_when_gradients_accumulate(tmp_path):
+    curve = LossCurve(str(tmp_path / "loss.png"), every_n_steps=1)
+    fit(tmp_path, [curve], max_steps=3, accumulate_grad_batches=2, limit_val_batches=0)  # 2 batches a step
+    assert [step for step, _ in curve.train] == [0, 1, 2, 3]
