@@ -1,0 +1,178 @@
+"""∞-Diff (Bond-Taylor & Willcocks 2023): mollified diffusion trained on random pixel subsets with sparse neural
+operators, sampled at any resolution from one checkpoint.
+
+Training (official code): x_t = T(sqrt(a_bar) x0 + sqrt(1 - a_bar) xi) on the dense training grid, with T the
+DCT Gaussian blur (std in training pixels), target T xi (prediction_type eps: the mollified noise, Eq. 46); the
+network sees and the loss reads only a random subset of the pixels. Sampling at r x the training resolution: the
+blur std becomes std r, white noise has per-pixel std r (`noise_scale`), the sparse kernels are resized, and the
+final state T x0 is deblurred with a Wiener filter.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+
+from datamodules.fields import Domain, FieldBatch
+from datamodules.points import HaltonSubset, PointSubset
+from evaluation.protocol import Capabilities
+from lightning_modules.base import DomainNotSupportedError
+from lightning_modules.diffusion import GaussianDiffusion
+from lightning_modules.diffusion.mollifier import GaussianBlur, WienerDeblur
+from lightning_modules.diffusion_method import DiffusionMethod
+
+POINT_SAMPLERS = ("uniform", "halton")
+GUIDED_PREDICTIONS = ("eps", "x0", "v")
+
+
+class InftyDiff(DiffusionMethod):
+    """net: `networks.sparse_operator.SparseUNO` arguments (signal and training sizes come from the data).
+    point_subset: {count: fraction in (0, 1] or a number of pixels, sampler: uniform | halton} of each training
+        image (the paper's 1/4, uniform without replacement).
+    mollifier_std: the blur std in training-resolution pixels (the paper's "variance 1.0"); inv_snr: the Wiener
+        filter's default (official 0.05; per call: sample(inv_snr=...)).
+    guidance_scale: lambda of reconstruction guidance (Ho et al. 2022) for completion and super-resolution.
+    """
+
+    method_name = "infty_diff"
+    capabilities = Capabilities(domains=("grid2d",), resolution_free=True, completion=True)
+    channel_dim = 1
+
+    def __init__(self, net: dict, point_subset: dict, mollifier_std: float = 1.0, inv_snr: float = 0.05,
+                 guidance_scale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        if self.diffusion.learns_variance:
+            raise ValueError(f"variance_type={self.diffusion.variance_type!r} is learned, but ∞-Diff's network sees "
+                             "sparse points and a mollified process has no tractable bound; set "
+                             "method.diffusion.variance_type=fixed_small (or fixed_large)")
+        WienerDeblur(self.domain.shape, mollifier_std, inv_snr)  # checks std and inv_snr now, at config time
+        if mollifier_std == 0 and self.diffusion.prediction_type == "eps":
+            raise ValueError(f"method.mollifier_std={mollifier_std}: predicting mollified noise needs a blur "
+                             "(std > 0 training pixels; the paper's is 1.0)")
+        if guidance_scale < 0:
+            raise ValueError(f"method.guidance_scale={guidance_scale} must be >= 0 (0: no reconstruction guidance)")
+        self.mollifier_std, self.inv_snr, self.guidance_scale = mollifier_std, inv_snr, guidance_scale
+        self.diffusion = self.process_for((self.domain.shape, inv_snr))
+        self.point_subset = self._point_subset(**point_subset)
+        self.point_subset.count_for(self.domain.num_points)
+        self.net = instantiate(net, signal_dim=self.signal_dim, out_dim=self.signal_dim,
+                               train_size=self.domain.shape[0])
+
+    def _point_subset(self, count=0.25, sampler: str = "uniform") -> PointSubset:
+        name = "method.point_subset.count"
+        if sampler == "uniform":
+            return PointSubset(count, name=name)
+        if sampler == "halton":
+            return HaltonSubset(count, self.domain.shape, name=name)
+        raise ValueError(f"unknown method.point_subset.sampler {sampler!r}; valid: {', '.join(POINT_SAMPLERS)}")
+
+    @classmethod
+    def check_domain(cls, domain: Domain) -> None:
+        super().check_domain(domain)
+        if domain.shape[0] != domain.shape[1]:
+            raise DomainNotSupportedError(f"∞-Diff's grid network needs square images, got {list(domain.shape)}; "
+                                          "resize the data (data.field_maker.resolution=N)")
+
+    def process_for(self, key) -> GaussianDiffusion:
+        """The mollified process on a (shape, inv_snr) grid: blur std and white-noise std scaled by r."""
+        shape, inv_snr = key
+        ratio = shape[0] / self.domain.shape[0]
+        std = self.mollifier_std * ratio
+        return self.build_diffusion(operator=GaussianBlur(shape, std), decode=WienerDeblur(shape, std, inv_snr),
+                                    noise_scale=ratio)
+
+    # ---- training --------------------------------------------------------------------------------------------------
+    def compute_losses(self, batch: FieldBatch) -> dict[str, torch.Tensor]:
+        x0 = batch.to_dense()
+        shape = self.domain.shape
+        index = self.point_subset.draw(x0.shape[0], self.domain.num_points, x0.device)
+
+        def subset(dense: torch.Tensor) -> torch.Tensor:
+            points = self.domain.from_dense(dense)
+            return torch.gather(points, 1, index.unsqueeze(-1).expand(-1, -1, points.shape[-1]))
+
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.net(x_t, index, shape, t)
+
+        return self.diffusion.training_losses(denoise, x0, self.sample_timesteps(x0.shape[0]), subset=subset)
+
+    # ---- sampling --------------------------------------------------------------------------------------------------
+    def dense_denoiser(self, domain: Domain) -> Callable:
+        """The network on every pixel of `domain`'s grid, as a map of dense (B, C, H, W) tensors."""
+        index = torch.arange(domain.num_points, device=self.device)
+
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            values = self.net(domain.from_dense(x), index.expand(x.shape[0], -1), domain.shape, t)
+            return domain.to_dense(values, domain.shape)
+
+        return denoise
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, resolution=None,
+               progress: bool = False, inv_snr: Optional[float] = None, **sampler_overrides) -> FieldBatch:
+        """Wiener-deblurred samples on `resolution` (any; default the training one)."""
+        domain = self.sampling_domain(resolution)
+        shape = (num_samples, self.signal_dim, *domain.shape)
+        x0 = self.run_sampler(self.dense_denoiser(domain), shape, generator=generator, progress=progress,
+                              process=(domain.shape, self.inv_snr if inv_snr is None else inv_snr),
+                              **sampler_overrides)
+        return FieldBatch.from_dense(x0.clamp(-1, 1), domain)
+
+    def guided(self, denoise: Callable, measure: Callable, target: torch.Tensor, scale: float) -> Callable:
+        """Reconstruction guidance (Ho et al. 2022, the paper's inpainting): the estimate of T x0 is moved against
+        the gradient in x_t of ||measure(estimate) - target||^2, x0' = x0 - scale sqrt(a_bar) / 2 grad, and returned
+        in the network's parameterisation."""
+        prediction = self.diffusion.prediction_type
+        if prediction not in GUIDED_PREDICTIONS:
+            raise ValueError(f"reconstruction guidance needs prediction_type in {GUIDED_PREDICTIONS}, got "
+                             f"{prediction!r}")
+        alphas_cumprod = torch.as_tensor(self.diffusion.original.alphas_cumprod, device=self.device)
+
+        def guided_denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            a = alphas_cumprod[t].to(x_t.dtype).view(-1, 1, 1, 1)
+            with torch.enable_grad():
+                x_t = x_t.detach().requires_grad_(True)
+                output = denoise(x_t, t)
+                x0 = {"eps": lambda: (x_t - (1 - a).sqrt() * output) / a.sqrt(), "x0": lambda: output,
+                      "v": lambda: a.sqrt() * x_t - (1 - a).sqrt() * output}[prediction]()
+                error = (measure(x0) - target).pow(2).sum()
+                gradient, = torch.autograd.grad(error, x_t)
+            x0 = (x0 - scale * a.sqrt() / 2 * gradient).detach()
+            eps = (x_t.detach() - a.sqrt() * x0) / (1 - a).sqrt()
+            return {"eps": eps, "x0": x0, "v": a.sqrt() * eps - (1 - a).sqrt() * x0}[prediction]
+
+        return guided_denoise
+
+    def complete(self, fields: FieldBatch, observed: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 progress: bool = False, guidance_scale: Optional[float] = None, **sampler_overrides) -> FieldBatch:
+        """Inpainting: sample with reconstruction guidance towards T x at the observed pixels, which then keep
+        their given values exactly."""
+        domain = fields.domain
+        x = fields.to_dense()
+        mask = domain.to_dense(observed.unsqueeze(-1).to(x.dtype))
+        target = mask * self.diffusion.operator(x)
+        denoise = self.guided(self.dense_denoiser(domain), lambda estimate: mask * estimate, target,
+                              self.guidance_scale if guidance_scale is None else guidance_scale)
+        sample = self.run_sampler(denoise, tuple(x.shape), generator=generator, progress=progress,
+                                  process=(domain.shape, self.inv_snr), **sampler_overrides).clamp(-1, 1)
+        return FieldBatch.from_dense(torch.where(mask.bool(), x, sample), domain)
+
+    def super_resolve(self, images: torch.Tensor, factor: int, generator: Optional[torch.Generator] = None,
+                      progress: bool = False, guidance_scale: Optional[float] = None,
+                      **sampler_overrides) -> FieldBatch:
+        """Images (B, C, h, w) at the training resolution or below -> samples at factor x h whose factor x factor
+        averages match them (reconstruction guidance of the mollified estimate against the mollified image)."""
+        if not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"super-resolution factor must be an int >= 1, got {factor!r}")
+        low = self.domain.at_resolution(tuple(images.shape[-2:]))
+        domain = self.sampling_domain(low.shape[0] * factor)
+        target = GaussianBlur(low.shape, self.mollifier_std * low.shape[0] / self.domain.shape[0])(images)
+        denoise = self.guided(self.dense_denoiser(domain), lambda estimate: F.avg_pool2d(estimate, factor), target,
+                              self.guidance_scale if guidance_scale is None else guidance_scale)
+        shape = (images.shape[0], self.signal_dim, *domain.shape)
+        sample = self.run_sampler(denoise, shape, generator=generator, progress=progress,
+                                  process=(domain.shape, self.inv_snr), **sampler_overrides)
+        return FieldBatch.from_dense(sample.clamp(-1, 1), domain)

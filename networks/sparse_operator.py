@@ -1,0 +1,203 @@
+"""∞-Diff's denoiser (Bond-Taylor & Willcocks 2023, Sec. 4, Fig. 4, App. A): sparse residual convolution operator
+blocks on the sampled lattice points around a grid network (a U-Net, or the FNO ablation) at a fixed resolution,
+joined by k-NN interpolation (points -> grid) and bilinear interpolation (grid -> points).
+
+Points are values (B, m, C) at distinct flat indices (B, m) into an H x W lattice over [-1, 1]^2 with pixel-centre
+coordinates (as `datamodules.fields.Grid`); any H x W with the training aspect works: kernels are resized by
+r = H / H_train (networks.sparse_conv) and the grid network is unchanged.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from datamodules.fields import Grid
+from networks.embeddings import timestep_embedding
+from networks.sparse_conv import (check_kernel_size, resize_kernel, resized_kernel_size, sparse_depthwise_conv,
+                                  support_normaliser)
+from networks.unet import UNet
+
+
+def lattice_coords(index: Tensor, shape: tuple[int, int]) -> Tensor:
+    """(B, m, 2) pixel-centre coordinates (row, col) in [-1, 1] of flat lattice indices (B, m)."""
+    rows, cols = index // shape[1], index % shape[1]
+    return torch.stack([(2 * rows + 1) / shape[0] - 1, (2 * cols + 1) / shape[1] - 1], dim=-1).float()
+
+
+def knn_to_grid(values: Tensor, coords: Tensor, grid_size: int, k: int, chunk: int = 1 << 22) -> Tensor:
+    """Points (B, m, C) at coords (B, m, 2) -> a (B, C, G, G) grid: each node is the inverse-squared-distance
+    weighted mean of its k nearest points (PointNet++ Eq. 2; weights without gradient, values with)."""
+    batch, num_points, channels = values.shape
+    if k > num_points:
+        raise ValueError(f"k-NN interpolation with k={k} needs at least {k} points per field, got {num_points}; "
+                         f"lower method.net.knn or sample more points")
+    nodes = Grid((grid_size, grid_size)).coords().to(values.device)
+    rows_per_chunk = max(1, chunk // max(1, batch * num_points))
+    out = []
+    for start in range(0, nodes.shape[0], rows_per_chunk):  # chunks bound the (B, nodes, m) distance table
+        with torch.no_grad():
+            distance = torch.cdist(nodes[start:start + rows_per_chunk].expand(batch, -1, -1), coords) ** 2
+            nearest, which = distance.topk(k, dim=-1, largest=False)
+            weights = 1.0 / nearest.clamp(min=1e-16)
+            weights = weights / weights.sum(-1, keepdim=True)
+        neighbours = torch.gather(values, 1, which.reshape(batch, -1, 1).expand(-1, -1, channels))
+        out.append((neighbours.view(batch, -1, k, channels) * weights.unsqueeze(-1).to(values.dtype)).sum(2))
+    return torch.cat(out, dim=1).transpose(1, 2).reshape(batch, channels, grid_size, grid_size)
+
+
+def grid_to_points(grid: Tensor, coords: Tensor, legacy_grid_sample: bool = False) -> Tensor:
+    """A (B, C, G, G) grid read bilinearly at coords (B, m, 2): (B, m, C). By default between the grid's pixel
+    centres (edge values beyond them); `legacy_grid_sample` reproduces the official code, which passes (row, col)
+    in [0, 1] to grid_sample with zero padding (it reads one quadrant, transposed)."""
+    if not legacy_grid_sample:
+        return Grid(tuple(grid.shape[-2:])).interpolate(grid, coords.to(grid.dtype))
+    sample_at = ((coords + 1) / 2).unsqueeze(1).to(grid.dtype)
+    values = F.grid_sample(grid, sample_at, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return values[:, :, 0].transpose(1, 2)
+
+
+class SparseConvResBlock(nn.Module):
+    """LN -> FiLM(t) -> depthwise sparse conv / support normaliser -> residual; LN -> FiLM(t) -> MLP -> residual
+    (App. A; the official TorchsparseResBlock). A skip input is concatenated and projected first. Without a time
+    embedding (an encoder) there is neither normalisation nor modulation, as in the official code."""
+
+    def __init__(self, channels: int, kernel_size: int, emb_channels: Optional[int], mlp_mult: int = 2,
+                 mlp_layers: int = 2, skip: bool = False):
+        super().__init__()
+        check_kernel_size(kernel_size, "method.net.kernel_size")
+        if mlp_layers < 2:
+            raise ValueError(f"method.net.mlp_layers={mlp_layers}: the block's MLP needs at least 2 linear layers")
+        self.skip = nn.Linear(2 * channels, channels) if skip else None
+        self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size, kernel_size))
+        # torchsparse's init: Kaiming-uniform over fan C k^2 (a = sqrt 5), not F.conv2d's depthwise fan k^2
+        bound = 1.0 / math.sqrt(channels * kernel_size**2)
+        nn.init.uniform_(self.weight, -bound, bound)
+        hidden = mlp_mult * channels
+        layers: list[nn.Module] = [nn.Linear(channels, hidden)]
+        for _ in range(mlp_layers - 2):
+            layers += [nn.GELU(), nn.Linear(hidden, hidden)]
+        self.mlp = nn.Sequential(*layers, nn.GELU(), nn.Linear(hidden, channels))
+        self.conditioned = emb_channels is not None
+        if self.conditioned:
+            self.norms = nn.ModuleList([nn.LayerNorm(channels) for _ in range(2)])
+            self.films = nn.ModuleList([nn.Sequential(nn.GELU(), nn.Linear(emb_channels, 2 * channels))
+                                        for _ in range(2)])
+
+    def _modulate(self, x: Tensor, emb: Optional[Tensor], which: int) -> Tensor:
+        if not self.conditioned:
+            return x
+        scale, shift = self.films[which](emb).unsqueeze(1).chunk(2, dim=-1)
+        return self.norms[which](x) * (1 + scale) + shift
+
+    def forward(self, x: Tensor, emb: Optional[Tensor], conv, skip: Optional[Tensor] = None) -> Tensor:
+        """x (B, m, C); conv(h, weight) -> the normalised sparse convolution of h at these points."""
+        if self.skip is not None:
+            x = self.skip(torch.cat([x, skip], dim=-1))
+        x = x + conv(self._modulate(x, emb, 0), self.weight)
+        return x + self.mlp(self._modulate(x, emb, 1))
+
+
+class SpectralConv2d(nn.Module):
+    """FNO's Fourier layer (Li et al. 2021): a learned complex multiplier on the lowest `modes` x `modes`
+    frequencies (both signs of the row frequency) of a real 2-D FFT."""
+
+    def __init__(self, channels: int, modes: int):
+        super().__init__()
+        self.modes = modes
+        scale = 1.0 / channels
+        self.weight = nn.Parameter(scale * torch.randn(2, channels, channels, modes, modes, dtype=torch.cfloat))
+
+    def forward(self, x: Tensor) -> Tensor:
+        height, width = x.shape[-2:]
+        modes_h, modes_w = min(self.modes, height // 2), min(self.modes, width // 2 + 1)
+        spectrum = torch.fft.rfft2(x.float())
+        out = torch.zeros_like(spectrum)
+        for side, rows in enumerate((slice(0, modes_h), slice(height - modes_h, height))):
+            out[:, :, rows, :modes_w] = torch.einsum("bixy,ioxy->boxy", spectrum[:, :, rows, :modes_w],
+                                                     self.weight[side, :, :, :modes_h, :modes_w])
+        return torch.fft.irfft2(out, s=(height, width)).to(x.dtype)
+
+
+class FNOGrid(nn.Module):
+    """The spectral grid network of the ablation ("U-shaped FNO", Sec. 5): residual Fourier layers, each
+    GELU(spectral conv + 1x1 conv + time shift), at the grid resolution."""
+
+    def __init__(self, channels: int, image_size: int, num_layers: int = 4, modes: int = 16,
+                 emb_channels: int = 256):
+        super().__init__()
+        self.image_size = image_size
+        self.spectral = nn.ModuleList([SpectralConv2d(channels, modes) for _ in range(num_layers)])
+        self.pointwise = nn.ModuleList([nn.Conv2d(channels, channels, 1) for _ in range(num_layers)])
+        self.time = nn.ModuleList([nn.Linear(emb_channels, channels) for _ in range(num_layers)])
+        self.emb_channels = emb_channels
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        emb = timestep_embedding(t, self.emb_channels).to(x.dtype)
+        for spectral, pointwise, time in zip(self.spectral, self.pointwise, self.time):
+            x = x + F.gelu(spectral(x) + pointwise(x) + time(emb)[:, :, None, None])
+        return x
+
+
+class SparseUNO(nn.Module):
+    """f_theta(x_t(c), t) at lattice points c: (official `SparseUNet`)
+
+    linear_in -> num_blocks sparse blocks (skips kept) -> linear to grid_channels -> k-NN to a grid_size^2 grid ->
+    grid network -> bilinear back to the points -> linear -> num_blocks sparse blocks taking the skips in reverse
+    order -> linear_out.
+
+    train_size: the training lattice side H_train (kernels are sized in its pixels); grid: `networks.unet.UNet`
+    arguments (type "unet") or `FNOGrid` arguments (type "fno").
+    """
+
+    def __init__(self, signal_dim: int, out_dim: int, train_size: int, channels: int = 64, num_blocks: int = 3,
+                 kernel_size: int = 7, mlp_mult: int = 2, mlp_layers: int = 2, time_channels: int = 256,
+                 grid_size: int = 128, grid_channels: int = 128, grid: Optional[dict] = None, knn: int = 3,
+                 backend: str = "dense_scatter", legacy_grid_sample: bool = False):
+        super().__init__()
+        self.train_size, self.kernel_size = train_size, check_kernel_size(kernel_size, "method.net.kernel_size")
+        self.grid_size, self.knn, self.backend = grid_size, knn, backend
+        self.legacy_grid_sample, self.time_channels = legacy_grid_sample, time_channels
+        self.linear_in = nn.Linear(signal_dim, channels)
+        self.time_embed = nn.Sequential(nn.Linear(time_channels, time_channels), nn.GELU(),
+                                        nn.Linear(time_channels, time_channels))
+        self.down = nn.ModuleList([SparseConvResBlock(channels, kernel_size, time_channels, mlp_mult, mlp_layers)
+                                   for _ in range(num_blocks)])
+        self.up = nn.ModuleList([SparseConvResBlock(channels, kernel_size, time_channels, mlp_mult, mlp_layers,
+                                                    skip=True) for _ in range(num_blocks)])
+        self.to_grid = nn.Linear(channels, grid_channels)
+        self.from_grid = nn.Linear(grid_channels, channels)
+        grid = dict(grid or {})
+        kind = grid.pop("type", "unet")
+        if kind == "unet":
+            self.grid = UNet(in_channels=grid_channels, out_channels=grid_channels, image_size=grid_size, **grid)
+        elif kind == "fno":
+            self.grid = FNOGrid(grid_channels, grid_size, **grid)
+        else:
+            raise ValueError(f"unknown method.net.grid.type {kind!r}; valid: unet, fno")
+        self.linear_out = nn.Linear(channels, out_dim)
+
+    def forward(self, values: Tensor, index: Tensor, shape: tuple[int, int], t: Tensor) -> Tensor:
+        """values (B, m, signal_dim) at lattice `index` (B, m) of an H x W lattice; t (B,) -> (B, m, out_dim)."""
+        ratio = shape[0] / self.train_size
+        size = resized_kernel_size(self.kernel_size, ratio)
+        normaliser = support_normaliser(index, shape, size, self.kernel_size).to(values.dtype)
+
+        def conv(h: Tensor, weight: Tensor) -> Tensor:
+            return sparse_depthwise_conv(h, index, shape, resize_kernel(weight, ratio), self.backend) / normaliser
+
+        emb = self.time_embed(timestep_embedding(t, self.time_channels).to(values.dtype))
+        x = self.linear_in(values)
+        skips = []
+        for block in self.down:
+            x = block(x, emb, conv)
+            skips.append(x)
+        coords = lattice_coords(index, shape)
+        grid = self.grid(knn_to_grid(self.to_grid(x), coords, self.grid_size, self.knn), t)
+        x = self.from_grid(grid_to_points(grid, coords, self.legacy_grid_sample))
+        for block in self.up:
+            x = block(x, emb, conv, skips.pop())
+        return self.linear_out(x)
