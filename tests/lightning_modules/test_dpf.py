@@ -182,15 +182,16 @@ def test_config_time_errors():
 
 
 @pytest.mark.parametrize("same_points", [False, True])
-@pytest.mark.parametrize("chunk", [1, 5, 16])
+@pytest.mark.parametrize("chunk", [3, 7, 16])
 def test_query_chunks_sample_exactly_what_one_pass_samples(same_points, chunk):
-    """PerceiverIO's queries do not interact: scoring them in chunks of any size (one, a ragged last chunk, all)
-    draws the same samples from the same seed as one pass, at the training resolution and at a finer one."""
+    """PerceiverIO's queries do not interact: scoring them in chunks of any size (ragged last chunks of 16 and 36
+    queries, all 16 at once) draws the same samples from the same seed as one pass, at the training resolution and
+    at a finer one."""
     point_sampler = {"num_context": 8, "num_query": 8, "same_points": same_points}
     whole, chunked = make_dpf(point_sampler=point_sampler), make_dpf(point_sampler=point_sampler,
                                                                      query_chunk_size=chunk)
     chunked.load_state_dict(whole.state_dict())
-    for resolution in (None, 8):
+    for resolution in (None, 6):
         expected = whole.sample(2, generator=torch.Generator().manual_seed(3), resolution=resolution).values
         values = chunked.sample(2, generator=torch.Generator().manual_seed(3), resolution=resolution).values
         torch.testing.assert_close(values, expected, rtol=0, atol=1e-5)
