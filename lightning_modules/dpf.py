@@ -97,12 +97,24 @@ class DPF(DiffusionMethod):
         # the loss is on the query noise only (Algorithm 1, line 8)
         return self.diffusion.training_losses(denoise, query.values, t, noise=query_noise)
 
-    def _score_queries(self, context_coords, context_values, query_coords, query_values, t) -> torch.Tensor:
+    def score_queries(self, context_coords, context_values, query_coords, query_values, t) -> torch.Tensor:
         """The score field on the queries, in chunks when asked (queries do not interact, so chunks are exact)."""
         size = self.query_chunk_size or query_coords.shape[1]
         return torch.cat([self.net(context_coords, context_values, query_coords[:, i:i + size],
                                    query_values[:, i:i + size], t)
                           for i in range(0, query_coords.shape[1], size)], dim=1)
+
+    def sampling_context_index(self, num_samples: int, num_queries: int, num_context: Optional[int] = None,
+                               generator: Optional[torch.Generator] = None, where: str = "") -> torch.Tensor:
+        """(num_samples, k) indices of the context among the queries at sampling time (Algorithm 2, line 2)."""
+        if self.point_sampler.same_points:  # paired backbones read every query as its own context
+            return torch.arange(num_queries, device=self.device).expand(num_samples, -1)
+        requested = num_context or self.sampling_context or min(
+            self.point_sampler.context.count_for(self.domain.num_points), num_queries)
+        if requested > num_queries:
+            raise ValueError(f"num_context={requested} exceeds the {num_queries} query points at {where}; the "
+                             f"context is a subset of the queries")
+        return PointSubset(requested, name="num_context").draw(num_samples, num_queries, self.device, generator)
 
     @torch.no_grad()
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, resolution=None,
@@ -111,22 +123,14 @@ class DPF(DiffusionMethod):
         domain = self.sampling_domain(resolution)
         query_coords = canonical_coords(domain).to(self.device).expand(num_samples, -1, -1)
         num_queries = query_coords.shape[1]
-        if self.point_sampler.same_points:  # paired backbones read every query as its own context
-            context_index = torch.arange(num_queries, device=self.device).expand(num_samples, -1)
-        else:
-            requested = num_context or self.sampling_context or min(
-                self.point_sampler.context.count_for(self.domain.num_points), num_queries)
-            if requested > num_queries:
-                raise ValueError(f"num_context={requested} exceeds the {num_queries} query points at resolution "
-                                 f"{list(domain.shape)}; the context is a subset of the queries")
-            context_index = PointSubset(requested, name="num_context").draw(num_samples, num_queries, self.device,
-                                                                            generator)
+        context_index = self.sampling_context_index(num_samples, num_queries, num_context, generator,
+                                                    f"resolution {list(domain.shape)}")
         context_coords = gather_points(query_coords, context_index)
 
         def denoise(query_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             # the context is re-read from the current query values at every step (Algorithm 2, line 7)
-            return self._score_queries(context_coords, gather_points(query_t, context_index), query_coords,
-                                       query_t, t)
+            return self.score_queries(context_coords, gather_points(query_t, context_index), query_coords,
+                                      query_t, t)
 
         values = self.run_sampler(denoise, (num_samples, num_queries, self.signal_dim), generator=generator,
                                   progress=progress, **sampler_overrides)
