@@ -65,6 +65,10 @@ class FieldDataModule(L.LightningDataModule):
     def num_levels(self) -> Optional[int]:
         return self.field_maker.num_levels
 
+    def view_names(self, split: str) -> Optional[list[str]]:
+        """Names of the split's fields as its files name them (a scene's views), or None: numbered."""
+        return None
+
     @property
     def per_device_batch_size(self) -> int:
         world_size = self.trainer.world_size if self.trainer is not None else 1

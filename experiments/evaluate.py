@@ -60,9 +60,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> None:
         view_scores, renders = score_views(module, datamodule.test_dataloader(), view_metrics, module.device,
                                            lpips_model)
         scores.update(view_scores)
-        # a scene's views are named as its transforms file names their images
-        names = datamodule.view_names("test") if hasattr(datamodule, "view_names") else None
-        save_renders(Path(cfg.output_dir), renders, names)
+        save_renders(Path(cfg.output_dir), renders, datamodule.view_names("test"))
     if set(metrics) - {"loss", "bpd", *VIEW_METRICS}:
         values, coords, domain = draw(module, cfg.num_samples, cfg.batch_size, cfg.seed, cfg.resolution,
                                       cfg.progress, **sampler_options(module, cfg.sampler))

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import Callback
@@ -38,8 +39,6 @@ def sweep_dir_name(run_name: Optional[str], task_overrides: list[str], exclude_k
 def launch_dir() -> str:
     """The directory the command was started in: Hydra's runtime.cwd inside a job, the process's own before Hydra
     has set its config (a multirun resolves the sweep directory then)."""
-    from hydra.core.hydra_config import HydraConfig
-
     return HydraConfig.get().runtime.cwd if HydraConfig.initialized() else os.getcwd()
 
 
