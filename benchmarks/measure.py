@@ -5,9 +5,9 @@ real batches of the experiment's DataModule. sample: the network forwards one sa
 forward pre-hooks on `module.networks()` while `module.sample` runs (diffusion methods: over `sample_steps`
 respaced steps, one step being the calls divided by the steps; other methods: the calls before any network is
 called a second time), then replayed on the inputs they were given. Peak memory: torch.cuda.max_memory_allocated
-on CUDA; on CPU the rise of ru_maxrss over its value before the first step (a high-water mark of the process, so
-each case may run in a fresh spawn process); for sampling, both from before the calls are recorded (two sampling
-steps).
+on CUDA; on CPU the rise of the resident set's high-water mark from its size before the first step (Linux: VmHWM,
+restarted there; elsewhere ru_maxrss, which cannot be restarted, so each case may run in a fresh spawn process);
+for sampling, both from before the calls are recorded (two sampling steps).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
@@ -33,6 +34,7 @@ from lightning_modules.diffusion_method import DiffusionMethod
 OURS = "fieldgen"
 PRECISIONS = ("fp32", "bf16")
 PHASES = ("train", "sample")
+PROC_STATUS = Path("/proc/self/status")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +159,30 @@ def max_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
+def proc_status_bytes(field: str) -> int:
+    """A memory line of /proc/self/status (VmRSS, VmHWM: reported in kB)."""
+    for line in PROC_STATUS.read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(f"{PROC_STATUS} has no {field} line")
+
+
+def start_rss_rise() -> Callable[[], int]:
+    """A function giving the rise of resident memory's peak since this call.
+
+    Linux: the high-water mark VmHWM restarts at the current size (/proc/self/clear_refs "5"). ru_maxrss cannot
+    restart, and a spawn child starts with its parent's as a floor (an 800 MiB parent gives its child 800 MiB), so
+    it is the fallback only where /proc is absent: its rise is 0 while a step stays under an earlier peak.
+    """
+    try:
+        PROC_STATUS.with_name("clear_refs").write_text("5")
+    except OSError:
+        before = max_rss_bytes()
+        return lambda: max_rss_bytes() - before
+    before = proc_status_bytes("VmRSS")
+    return lambda: proc_status_bytes("VmHWM") - before
+
+
 def measure(case: Case) -> dict[str, Any]:
     """Median step time over case.repeats steps after case.warmup untimed ones, and the phase's peak memory."""
     gc.collect()
@@ -167,24 +193,25 @@ def measure(case: Case) -> dict[str, Any]:
     if on_cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    rss_before = max_rss_bytes()
+    rss_rise = start_rss_rise()
     start()
     times = []
     for i in range(case.warmup + case.repeats):
-        start = time.perf_counter()
+        began = time.perf_counter()
         step()
         if on_cuda:
             torch.cuda.synchronize(device)
         if i >= case.warmup:
-            times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) if on_cuda else max_rss_bytes() - rss_before
+            times.append(time.perf_counter() - began)
+    peak = torch.cuda.max_memory_allocated(device) if on_cuda else rss_rise()
     seconds = statistics.median(times)
     items = facts.pop("items")
     return {**facts, "ms": 1e3 * seconds, "items_per_s": items / seconds, "peak_mib": peak / 2**20}
 
 
 def run_case(case: Case, isolate: bool) -> dict[str, Any]:
-    """`measure(case)`, in a fresh spawn process when `isolate` (ru_maxrss is a high-water mark of the process)."""
+    """`measure(case)`, in a fresh spawn process when `isolate` (no case sees another's allocator state or, without
+    /proc, its ru_maxrss)."""
     if not isolate:
         return measure(case)
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:

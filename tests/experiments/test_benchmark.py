@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from torch import nn
 
-from benchmarks.measure import sampling_step_calls
+from benchmarks.measure import sampling_step_calls, start_rss_rise
 from benchmarks.peers import PEERS
 from benchmarks.suite import loglog_slope
 from benchmarks.synthetic import SyntheticSource, synthetic_source_config
@@ -190,6 +190,15 @@ def test_loglog_slope_recovers_the_exponent_of_a_power_law():
     assert loglog_slope(x, 3.0 * x**1.5) == pytest.approx(1.5)
     with pytest.raises(ValueError, match="two distinct"):
         loglog_slope([256, 256], [1.0, 2.0])
+
+
+def test_rss_rise_counts_a_step_that_stays_under_an_earlier_peak():
+    # a spawn child starts with its parent's ru_maxrss as a floor: a rise of that mark would read 0 here
+    earlier = np.ones(256 * 2**20, dtype=np.uint8)  # written, so resident
+    del earlier
+    rise = start_rss_rise()
+    step = np.ones(64 * 2**20, dtype=np.uint8)
+    assert 60 * 2**20 <= rise() <= 160 * 2**20 and step[-1] == 1
 
 
 @pytest.mark.slow
