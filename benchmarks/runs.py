@@ -36,8 +36,10 @@ def build_run(config: dict, num_batches: int,
 
 
 def training_batches(datamodule: FieldDataModule, count: int, device: torch.device) -> list[FieldBatch]:
-    """The first `count` training batches of the DataModule (shuffled, full batches only), on `device`."""
+    """The first `count` training batches of the DataModule (shuffled, full batches only), on `device`; loaded
+    in this process (loading is not timed: worker processes would only cost start-up)."""
     datamodule.setup("fit")
+    datamodule.num_workers = 0
     batches = [batch.to(device) for batch in itertools.islice(datamodule.train_dataloader(), count)]
     if not batches:
         raise ValueError(f"the {datamodule.name} training split holds {len(datamodule.datasets['train'])} fields, "
