@@ -6,8 +6,9 @@ forward pre-hooks on `module.networks()` while `module.sample` runs (diffusion m
 respaced steps, one step being the calls divided by the steps; other methods: the calls before any network is
 called a second time), then replayed on the inputs they were given. Peak memory: torch.cuda.max_memory_allocated
 on CUDA; on CPU the rise of the resident set's high-water mark from its size before the first step (Linux: VmHWM,
-restarted there; elsewhere ru_maxrss, which cannot be restarted, so each case may run in a fresh spawn process);
-for sampling, both from before the calls are recorded (two sampling steps).
+restarted there, or VmRSS sampled by a thread where the kernel refuses the restart; without /proc ru_maxrss, which
+cannot be restarted, so each case may run in a fresh spawn process); for sampling, both from before the calls are
+recorded (two sampling steps).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import multiprocessing
 import resource
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -35,6 +37,8 @@ OURS = "fieldgen"
 PRECISIONS = ("fp32", "bf16")
 PHASES = ("train", "sample")
 PROC_STATUS = Path("/proc/self/status")
+CLEAR_REFS = Path("/proc/self/clear_refs")
+HWM_RESTART_SLACK = 8 * 2**20  # VmHWM just after a restart may run a few pages ahead of the VmRSS read before it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,20 +171,46 @@ def proc_status_bytes(field: str) -> int:
     raise KeyError(f"{PROC_STATUS} has no {field} line")
 
 
-def start_rss_rise() -> Callable[[], int]:
+def start_rss_rise(poll_s: float = 2e-3) -> Callable[[], int]:
     """A function giving the rise of resident memory's peak since this call.
 
-    Linux: the high-water mark VmHWM restarts at the current size (/proc/self/clear_refs "5"). ru_maxrss cannot
-    restart, and a spawn child starts with its parent's as a floor (an 800 MiB parent gives its child 800 MiB), so
-    it is the fallback only where /proc is absent: its rise is 0 while a step stays under an earlier peak.
+    Linux: the high-water mark VmHWM restarts at the current size (/proc/self/clear_refs "5"). Where the kernel
+    refuses that write or ignores it (some containers), a thread samples VmRSS every `poll_s` instead (a peak
+    shorter than `poll_s` can be missed). ru_maxrss cannot restart, and a spawn child starts with its parent's as a
+    floor, so it is the fallback only where /proc is absent: its rise is 0 while a step stays under an earlier peak.
     """
-    try:
-        PROC_STATUS.with_name("clear_refs").write_text("5")
-    except OSError:
+    if not PROC_STATUS.exists():
         before = max_rss_bytes()
         return lambda: max_rss_bytes() - before
     before = proc_status_bytes("VmRSS")
-    return lambda: proc_status_bytes("VmHWM") - before
+    try:
+        CLEAR_REFS.write_text("5")
+        restarted = proc_status_bytes("VmHWM") <= proc_status_bytes("VmRSS") + HWM_RESTART_SLACK
+    except (OSError, KeyError):  # refused, or a /proc without VmHWM
+        restarted = False
+    if restarted:
+        return lambda: proc_status_bytes("VmHWM") - before
+    return sampled_rss_rise(before, poll_s)
+
+
+def sampled_rss_rise(before: int, poll_s: float) -> Callable[[], int]:
+    """The rise over `before` of VmRSS's peak, read every `poll_s` by a thread until the returned function is called."""
+    peak = [before]
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(poll_s):
+            peak[0] = max(peak[0], proc_status_bytes("VmRSS"))
+
+    sampler = threading.Thread(target=poll, name="rss-peak", daemon=True)
+    sampler.start()
+
+    def rise() -> int:
+        stop.set()
+        sampler.join()
+        return max(peak[0], proc_status_bytes("VmRSS")) - before
+
+    return rise
 
 
 def measure(case: Case) -> dict[str, Any]:

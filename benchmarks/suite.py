@@ -21,10 +21,10 @@ log = logging.getLogger(__name__)
 # what the peak memory columns hold, by their short name in the column headers
 MEMORY = {
     "CUDA max allocated": "torch.cuda.max_memory_allocated (weights, optimizer state and activations)",
-    "RSS rise": "rise of the resident set's peak (Linux VmHWM, else ru_maxrss) over its size before the first step "
+    "RSS rise": "rise of the resident set's peak (Linux VmHWM or sampled VmRSS, else ru_maxrss) over its size before the first step "
                 "(module, data and batches built: train adds gradients, optimizer state and activations), each case "
                 "in a fresh spawn process",
-    "RSS rise, in-process": "rise of the resident set's peak (Linux VmHWM, else ru_maxrss) over its size before the "
+    "RSS rise, in-process": "rise of the resident set's peak (Linux VmHWM or sampled VmRSS, else ru_maxrss) over its size before the "
                             "first step, all cases in one process: memory an earlier case freed is reused, and "
                             "without /proc the rise is a lower bound once an earlier case peaked higher",
 }

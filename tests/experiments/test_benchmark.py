@@ -2,6 +2,7 @@
 sampling call counting, sweeps, synthetic stand-ins for absent data, peers and the report files."""
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from torch import nn
 
-from benchmarks.measure import sampling_step_calls, start_rss_rise
+from benchmarks import measure
+from benchmarks.measure import sampling_step_calls
 from benchmarks.peers import PEERS
 from benchmarks.suite import loglog_slope
 from benchmarks.synthetic import SyntheticSource, synthetic_source_config
@@ -192,13 +194,24 @@ def test_loglog_slope_recovers_the_exponent_of_a_power_law():
         loglog_slope([256, 256], [1.0, 2.0])
 
 
-def test_rss_rise_counts_a_step_that_stays_under_an_earlier_peak():
+@pytest.mark.parametrize("restart", ["vmhwm", "refused"])
+def test_rss_rise_counts_a_step_that_stays_under_an_earlier_peak(restart, tmp_path, monkeypatch):
     # a spawn child starts with its parent's ru_maxrss as a floor: a rise of that mark would read 0 here
+    if restart == "refused":  # containers that refuse the VmHWM restart: VmRSS is sampled instead
+        monkeypatch.setattr(measure, "CLEAR_REFS", tmp_path / "no such dir" / "clear_refs")
     earlier = np.ones(256 * 2**20, dtype=np.uint8)  # written, so resident
     del earlier
-    rise = start_rss_rise()
+    rise = measure.start_rss_rise()
     step = np.ones(64 * 2**20, dtype=np.uint8)
     assert 60 * 2**20 <= rise() <= 160 * 2**20 and step[-1] == 1
+
+
+def test_sampled_rss_rise_catches_a_peak_freed_before_it_is_read():
+    rise = measure.sampled_rss_rise(measure.proc_status_bytes("VmRSS"), poll_s=1e-3)
+    step = np.ones(96 * 2**20, dtype=np.uint8)
+    time.sleep(0.05)  # several polls while the step's memory is resident
+    del step
+    assert rise() >= 90 * 2**20
 
 
 @pytest.mark.slow
