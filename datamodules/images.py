@@ -63,8 +63,8 @@ def images_to_values(images: np.ndarray, domain: Domain, channels: int, num_leve
         images = images[..., None]
     expected = (*domain.shape, channels)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != expected or not len(images):
-        raise ValueError(f"{name} must hold uint8 images (N, {', '.join(map(str, expected))}) for this model, got "
-                         f"{images.dtype} {images.shape}")
+        raise ValueError(f"{name} must hold uint8 images (N, {', '.join(map(str, expected))}) for this model or "
+                         f"data, got {images.dtype} {images.shape}")
     levels = num_levels or 256
     dense = levels_to_unit(full_range_to_levels(images, levels, name), levels)
     return domain.from_dense(torch.from_numpy(dense).permute(0, 3, 1, 2))

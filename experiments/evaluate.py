@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Optional
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,7 +19,7 @@ from evaluation.report import compare_runs, save_renders, write_metrics
 from evaluation.views import LPIPSVGG, score_views
 from lightning_modules.checkpointing import load_method
 from lightning_modules.runtime import instantiate_plainly, register_resolvers, resolve_device
-from lightning_modules.sampling import draw, sampler_options, save_samples
+from lightning_modules.sampling import draw, read_samples, sampler_options, save_samples
 
 log = logging.getLogger("fieldgen.evaluate")
 register_resolvers()
@@ -74,13 +73,7 @@ def evaluate_samples_file(cfg: DictConfig) -> None:
     if not cfg.get("data"):
         raise ValueError("samples= needs the dataset they are scored against: add data=<name> (e.g. data=digits)")
     datamodule = instantiate_plainly(cfg.data)
-    samples = np.load(cfg.samples)
-    if "values" not in samples:
-        raise ValueError(f"{cfg.samples} has no `values` array: see lightning_modules/sampling.py for the format")
-    values = torch.from_numpy(samples["values"]).float()
-    side = int(round(values.shape[1] ** (1 / len(datamodule.domain.shape))))
-    domain = datamodule.domain.at_resolution(side) if values.shape[1] != datamodule.domain.num_points else \
-        datamodule.domain
+    values, domain = read_samples(cfg.samples, datamodule.domain, datamodule.signal_dim)
     metrics = chosen_metrics(cfg.metrics, domain)
     scores = sample_metrics(cfg, datamodule, metrics, values, domain)
     write_metrics(scores, cfg.output_dir, dataset=datamodule.name, samples=str(cfg.samples),

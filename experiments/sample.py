@@ -11,13 +11,12 @@ import logging
 from pathlib import Path
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig
 
 from lightning_modules.checkpointing import load_method
 from lightning_modules.runtime import register_resolvers, resolve_device
-from datamodules.images import images_to_values
-from lightning_modules.sampling import complete, draw, field_maker_of, hidden_region, sampler_options, save_samples
+from lightning_modules.sampling import (complete, draw, field_maker_of, hidden_region, read_samples, sampler_options,
+                                        save_samples)
 
 log = logging.getLogger("fieldgen.sample")
 register_resolvers()
@@ -29,9 +28,11 @@ def main(cfg: DictConfig) -> None:
     options = sampler_options(module, cfg.sampler, cfg.order)
     if cfg.complete.images:
         observed = ~hidden_region(module.domain, cfg.complete.hidden)
-        with np.load(cfg.complete.images) as samples:
-            values = images_to_values(samples["images"], module.domain, module.signal_dim, module.num_levels,
-                                      cfg.complete.images)
+        values, domain = read_samples(cfg.complete.images, module.domain, module.signal_dim, module.num_levels,
+                                      prefer_images=True)
+        if domain != module.domain:
+            raise ValueError(f"complete.images={cfg.complete.images} holds {list(domain.shape)} fields; this model "
+                             f"completes {list(module.domain.shape)}")
         values = complete(module, values, observed, cfg.batch_size, cfg.seed, cfg.progress, **options)
         coords, domain = module.domain.coords(), module.domain
     else:

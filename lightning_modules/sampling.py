@@ -4,6 +4,8 @@ samples.npz: `values` (N, P, C) float32 in [-1, 1]; `coords` (P, Dm) shared by e
 JSON); `images` uint8 (N, H, W, C) in 0..255 for 2-D grid domains, on the data's level grid (a 17-level digit
 is stored as 255 l / 16, rounded); `raw` in the data's own units otherwise (lat-lon physical values, voxel
 occupancy) when the data's field maker is known.
+
+read_samples reads such a file back, or one from any other tool holding either `values` or `images`.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 from hydra.utils import instantiate
 
 from datamodules.fields import Domain, FieldBatch
-from datamodules.images import to_images
+from datamodules.images import images_to_values, to_images
 from datamodules.render import render_fields
 from lightning_modules.base import CapabilityError
 
@@ -99,6 +101,71 @@ def save_samples(output_dir: Path, values: torch.Tensor, coords: torch.Tensor, d
     shown = values[:64]
     render_fields(shown, domain, nrow=int(math.ceil(math.sqrt(len(shown))))).save(output_dir / "samples.png")
     return path
+
+
+SAMPLES_FORMAT = ("a .npz with `values` float (N, P, C) in [-1, 1] (P points of the data's domain, C channels), or "
+                  "`images` uint8 (N, H, W, C) in 0..255 for 2-D images (lightning_modules/sampling.py)")
+VALUES_OVERSHOOT = 1.5  # an unclipped sampler overshoots [-1, 1] a little; 0..255 or unscaled data lie far outside
+
+
+def read_samples(path: str | Path, domain: Domain, channels: int, num_levels: Optional[int] = None,
+                 prefer_images: bool = False) -> tuple[torch.Tensor, Domain]:
+    """(values (N, P, C), the domain at the file's resolution) of a samples file, checked against the data's
+    `domain` and `channels`: its `values`, else its `images` (first with `prefer_images`; exactly on the data's
+    `num_levels` grid when given, None: read as 256 levels). Anything else (NaN, 0..255 or [0, 1] values, other
+    channels) is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no samples file at {path}; expected {SAMPLES_FORMAT}")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            found = {name: arrays[name] for name in ("values", "images") if name in arrays.files}
+    except Exception as err:  # numpy raises several types for a non-npz or pickled file
+        raise ValueError(f"{path} is not a readable .npz ({type(err).__name__}: {err}); expected "
+                         f"{SAMPLES_FORMAT}") from None
+    if "values" in found and not (prefer_images and "images" in found):
+        return _checked_values(found["values"], domain, channels, path)
+    if "images" in found:
+        return _checked_images(found["images"], domain, channels, num_levels, path)
+    raise ValueError(f"{path} holds neither `values` nor `images`; expected {SAMPLES_FORMAT}")
+
+
+def _checked_values(values: np.ndarray, domain: Domain, channels: int, path: Path) -> tuple[torch.Tensor, Domain]:
+    if not np.issubdtype(values.dtype, np.floating) or values.ndim != 3 or not len(values) or \
+            values.shape[2] != channels:
+        hint = " (integer images go in `images` as uint8)" if np.issubdtype(values.dtype, np.integer) else ""
+        raise ValueError(f"{path}: `values` is {values.dtype} {values.shape}, the data needs float (N, P, "
+                         f"{channels}){hint}; expected {SAMPLES_FORMAT}")
+    if not np.isfinite(values).all():
+        raise ValueError(f"{path}: `values` holds {int((~np.isfinite(values)).sum())} NaN or infinite entries; "
+                         "a sampler that diverged gives no score")
+    low, high = float(values.min()), float(values.max())
+    if max(-low, high) > VALUES_OVERSHOOT:
+        raise ValueError(f"{path}: `values` span [{low:g}, {high:g}], not [-1, 1] (0..255 images go in `images` as "
+                         "uint8, or scale them as x / 127.5 - 1)")
+    if low >= 0:
+        raise ValueError(f"{path}: `values` span [{low:g}, {high:g}], none below 0: [0, 1] data? fields are in "
+                         "[-1, 1]: scale them as 2 x - 1")
+    side = round(values.shape[1] ** (1 / len(domain.shape)))
+    at_file = domain if values.shape[1] == domain.num_points else domain.at_resolution(side)
+    if at_file.num_points != values.shape[1]:
+        raise ValueError(f"{path}: `values` hold {values.shape[1]} points per field; {domain.name} fields have "
+                         f"{domain.num_points} ({list(domain.shape)}) or side^{len(domain.shape)} at another "
+                         "resolution")
+    return torch.from_numpy(values).float(), at_file
+
+
+def _checked_images(images: np.ndarray, domain: Domain, channels: int, num_levels: Optional[int], path: Path
+                    ) -> tuple[torch.Tensor, Domain]:
+    if domain.kind != "grid2d":
+        raise ValueError(f"{path} holds `images`, but the data is on a {domain.kind} domain: give `values` "
+                         f"(N, P, C) in [-1, 1]")
+    if images.ndim == 3 and channels == 1:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise ValueError(f"{path}: `images` is {images.dtype} {images.shape}, expected uint8 (N, H, W, {channels})")
+    at_file = domain if tuple(images.shape[1:3]) == tuple(domain.shape) else domain.at_resolution(images.shape[1:3])
+    return images_to_values(images, at_file, channels, num_levels, f"{path}: `images`"), at_file
 
 
 def field_maker_of(module):
