@@ -126,26 +126,42 @@ class LPIPSVGG(nn.Module):
         return sum(F.conv2d((a - b).square(), weight).mean((1, 2, 3)) for a, b, weight in pairs)
 
 
-def lpips(pred: ImageArray, target: ImageArray, model: LPIPSVGG, batch_size: int = 32) -> Tensor:
-    """Per-image LPIPS-VGG distance with a loaded `LPIPSVGG`, batched on the model's device."""
+# what LPIPS is fed: "signed" maps [0, 1] images to [-1, 1], LPIPS's own convention; "unit01" feeds [0, 1] as
+# they are, as the official DietNeRF code does (run_nerf_helpers.py), which its paper's LPIPS numbers come from
+LPIPS_INPUTS = ("signed", "unit01")
+
+
+def lpips_metric_name(lpips_input: str = "signed") -> str:
+    """The metric's name for that input convention: "test/lpips[vgg]" or "test/lpips[vgg,unit01]"."""
+    return "test/lpips[vgg]" if lpips_input == "signed" else f"test/lpips[vgg,{lpips_input}]"
+
+
+def lpips(pred: ImageArray, target: ImageArray, model: LPIPSVGG, batch_size: int = 32,
+          lpips_input: str = "signed") -> Tensor:
+    """Per-image LPIPS-VGG distance with a loaded `LPIPSVGG`, batched on the model's device; `lpips_input` is one
+    of LPIPS_INPUTS."""
+    if lpips_input not in LPIPS_INPUTS:
+        raise ValueError(f"lpips_input is one of {LPIPS_INPUTS} ('unit01': the official DietNeRF code's [0, 1] "
+                         f"input), got {lpips_input!r}")
     pred, target = _pair(pred, target)
     if pred.shape[-1] not in (1, 3):
         raise ValueError(f"LPIPS wants 1- or 3-channel images, got {pred.shape[-1]} channels")
     device = next(model.parameters()).device
-    to_input = lambda x: (x.permute(0, 3, 1, 2).float().expand(-1, 3, -1, -1) * 2 - 1).to(device)  # noqa: E731
+    scale, shift = (2.0, -1.0) if lpips_input == "signed" else (1.0, 0.0)
+    to_input = lambda x: (x.permute(0, 3, 1, 2).float().expand(-1, 3, -1, -1) * scale + shift).to(device)  # noqa: E731
     with torch.no_grad():
         return torch.cat([model(to_input(p), to_input(t)).double().cpu()
                           for p, t in zip(pred.split(batch_size), target.split(batch_size))])
 
 
 @torch.no_grad()
-def score_views(renderer: ViewRenderer, views, metrics, device, lpips_model: Optional[LPIPSVGG] = None
-                ) -> tuple[dict[str, float], list[dict[str, Tensor]]]:
+def score_views(renderer: ViewRenderer, views, metrics, device, lpips_model: Optional[LPIPSVGG] = None,
+                lpips_input: str = "signed") -> tuple[dict[str, float], list[dict[str, Tensor]]]:
     """Mean PSNR / SSIM / LPIPS of the renders of held-out views against their images, and each view's renders.
 
     views: batches (FieldBatch) of whole views: rays with their colours in [-1, 1] (the field contract), each
-    field one view on an (H, W) domain; returns the means ("test/psnr", "test/ssim", "test/lpips[vgg]") and per
-    view {"rgb" (H, W, 3) in [0, 1], optional "depth", "acc" (H, W)} plus its scores.
+    field one view on an (H, W) domain; returns the means ("test/psnr", "test/ssim", "test/lpips[vgg]", named
+    by lpips_metric_name for another `lpips_input`) and per view {"rgb" (H, W, 3) in [0, 1], optional "depth", "acc" (H, W)} plus its scores.
     """
     if not isinstance(renderer, ViewRenderer):
         raise TypeError(f"{type(renderer).__name__} does not render views (it is no ViewRenderer)")
@@ -158,12 +174,12 @@ def score_views(renderer: ViewRenderer, views, metrics, device, lpips_model: Opt
         to_image = lambda x: batch.domain.to_dense(x.float()).permute(0, 2, 3, 1).cpu()  # noqa: E731
         pred, target = to_image(out["rgb"]).clamp(0, 1), to_image((batch.values + 1) / 2)
         per_view = {"psnr": lambda: psnr(pred, target), "ssim": lambda: ssim(pred, target),
-                    "lpips": lambda: lpips(pred, target, lpips_model)}
+                    "lpips": lambda: lpips(pred, target, lpips_model, lpips_input=lpips_input)}
         values = {name: per_view[name]() for name in metrics}
         for name in metrics:
             scores[name].append(values[name])
         extras = {key: to_image(out[key])[..., 0] for key in ("depth", "acc") if key in out}
         renders += [{"rgb": pred[i], **{key: extra[i] for key, extra in extras.items()},
                      **{name: float(values[name][i]) for name in metrics}} for i in range(len(pred))]
-    names = {"psnr": "test/psnr", "ssim": "test/ssim", "lpips": "test/lpips[vgg]"}
+    names = {"psnr": "test/psnr", "ssim": "test/ssim", "lpips": lpips_metric_name(lpips_input)}
     return {names[name]: float(torch.cat(values).mean()) for name, values in scores.items()}, renders

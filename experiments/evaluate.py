@@ -57,7 +57,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> None:
     if view_metrics:
         lpips_model = LPIPSVGG(cfg.lpips_weights) if "lpips" in view_metrics else None
         view_scores, renders = score_views(module, datamodule.test_dataloader(), view_metrics, module.device,
-                                           lpips_model)
+                                           lpips_model, cfg.lpips_input)
         scores.update(view_scores)
         save_renders(Path(cfg.output_dir), renders, datamodule.view_names("test"))
     if set(metrics) - {"loss", "bpd", *VIEW_METRICS}:

@@ -25,11 +25,12 @@ register_resolvers()
 
 
 def resume_path(cfg: DictConfig, model) -> Optional[str]:
-    """The checkpoint to continue from (explicit ckpt_path, else the run dir's last.ckpt), checked against the config."""
+    """The checkpoint to continue from, checked against the config: the run dir's own last.ckpt when it has one (a
+    killed run that started from an explicit ckpt_path, e.g. a fine-tuning phase, continues itself), else ckpt_path."""
     if not cfg.resume:
         refuse_fresh_start_over(cfg.paths.output_dir)
     own = find_resume_checkpoint(cfg.paths.output_dir) if cfg.resume else None
-    path = cfg.ckpt_path or own
+    path = own or cfg.ckpt_path
     checkpoint = read_checkpoint(path) if path is not None else None
     if checkpoint is not None:
         check_config_matches(checkpoint, model, path)

@@ -188,6 +188,17 @@ def _blob_voxels(size: int, rng: np.random.Generator) -> np.ndarray:
         + ((z - centre[2]) / radii[2]) ** 2 <= 1
 
 
+def write_blocky_scene(folder: Path, size: int, upscale: int, num_views: dict[str, int]) -> Path:
+    """The procedural evaluation scene in the Blender format, rendered at size x size and written `upscale` times
+    larger (nearest neighbour): a Blender-synthetic-sized camera (e.g. 336, 168 at half resolution, which DietNeRF's
+    168 render needs) for the cost of a tiny render."""
+    write_scene(folder, scene_spec(*EVAL_SCENE), size=size, num_views=num_views, seed=0)
+    for png in folder.glob("*/*.png"):
+        image = Image.open(png)
+        image.resize((size * upscale, size * upscale), Image.NEAREST).save(png)
+    return folder
+
+
 def write_fake_datasets(root: Path) -> Path:
     """Every on-disk dataset of conf/data at its default place under `root`, a few items each (~350 KB, mostly
     ERA5):
@@ -201,7 +212,8 @@ def write_fake_datasets(root: Path) -> Path:
     meshes/                            box.obj, sphere.stl
     field.nc                           NetCDF3 sst(time=4, lat=18, lon=36) on HadISST-like cell centres
     nerf_synthetic/lego/               a procedural scene in the Blender format: 100 train, 8 val, 16 test
-                                       views of 16x16 (the official 8 view IDs exist)
+                                       views rendered at 16x16, written at 336x336 (168 at half resolution,
+                                       DietNeRF's render size; the official 8 and 14 view IDs exist)
     """
     root = Path(root)
     rng = np.random.default_rng(0)
@@ -223,6 +235,6 @@ def write_fake_datasets(root: Path) -> Path:
         write_binvox(model / "model_normalized.solid.binvox", _blob_voxels(64, rng))
     write_meshes(root / "meshes")
     write_netcdf(root / "field.nc", np.arange(85.0, -90, -10), np.arange(-175.0, 180, 10), times=4)
-    write_scene(root / "nerf_synthetic" / "lego", scene_spec(*EVAL_SCENE), size=16,
-                num_views={"train": 100, "val": 8, "test": 16}, seed=0)
+    write_blocky_scene(root / "nerf_synthetic" / "lego", size=16, upscale=21,
+                       num_views={"train": 100, "val": 8, "test": 16})
     return root

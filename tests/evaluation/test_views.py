@@ -55,11 +55,33 @@ def test_lpips_matches_torchmetrics_on_the_same_backbone(random_vgg16_weights, m
     expected = reference(to_input(a), to_input(b)).flatten().double()
     torch.testing.assert_close(lpips(a, b, model), expected, rtol=1e-4, atol=1e-6)
     assert torch.all(lpips(a, a, model) == 0)
+    # the official DietNeRF code's convention: the [0, 1] images fed as they are
+    unit01 = reference(*(torch.from_numpy(x).permute(0, 3, 1, 2).float() for x in (a, b))).flatten().double()
+    torch.testing.assert_close(lpips(a, b, model, lpips_input="unit01"), unit01, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(unit01, expected)
+    with pytest.raises(ValueError, match="unit01"):
+        lpips(a, b, model, lpips_input="01")
 
 
 def test_lpips_without_local_weights_says_where_to_get_them(tmp_path):
     with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth"):
         LPIPSVGG(tmp_path / "absent.pth")
+
+
+def test_score_views_names_lpips_by_its_input_convention(random_vgg16_weights):
+    from datamodules.fields import FieldBatch, Grid
+    from evaluation.views import ViewRenderer, score_views
+
+    class Darker(ViewRenderer):
+        def render_views(self, rays):
+            return {"rgb": (rays.values + 1) / 4}
+
+    views = [FieldBatch.from_values(torch.linspace(-1, 1, 2 * 256 * 3).reshape(2, 256, 3), Grid((16, 16)))]
+    model = LPIPSVGG(random_vgg16_weights[0])
+    signed, _ = score_views(Darker(), views, ["lpips"], "cpu", model)
+    unit01, _ = score_views(Darker(), views, ["lpips"], "cpu", model, lpips_input="unit01")
+    assert set(signed) == {"test/lpips[vgg]"} and set(unit01) == {"test/lpips[vgg,unit01]"}
+    assert signed["test/lpips[vgg]"] != unit01["test/lpips[vgg,unit01]"]
 
 
 def test_score_views_renders_each_held_out_view_and_writes_its_pictures(tmp_path):

@@ -1,9 +1,11 @@
-"""DietNeRF's MSE-only fine-tuning phase continues a DietNeRF run: step, learning rate and Adam state."""
+"""DietNeRF's MSE-only fine-tuning phase continues a DietNeRF run: step, learning rate and Adam state; a rerun of
+the fine-tuning command continues the fine-tuning run itself."""
 import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_train
-from experiments.train import train
+from experiments.train import resume_path, train
+from lightning_modules.build import build
 from lightning_modules.checkpointing import read_checkpoint
 
 
@@ -24,3 +26,9 @@ def test_the_fine_tuning_phase_resumes_step_lr_and_adam_state(tmp_path, fake_dat
     assert tuned["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(
         OmegaConf.select(finetune, "method.optimizer.lr") * 0.1 ** (6 / 10))
     assert not any(key.startswith("train/semantic") for key in metrics)  # MSE only
+
+    # the fine-tuning command rerun (as after a kill) continues its own last.ckpt, not the DietNeRF checkpoint
+    rerun = compose_train(tmp_path / "ft", ["experiment=dietnerf_tiny", "test=false", "trainer.max_steps=6",
+                                            "method.lr_decay_steps=10", "method.semantic.enabled=false",
+                                            f"ckpt_path={tmp_path / 'diet' / 'run' / 'checkpoints' / 'last.ckpt'}"])
+    assert resume_path(rerun, build(rerun)[1]) == str(tmp_path / "ft" / "run" / "checkpoints" / "last.ckpt")
