@@ -215,7 +215,6 @@ def sampled_rss_rise(before: int, poll_s: float) -> Callable[[], int]:
 
 def measure(case: Case) -> dict[str, Any]:
     """Median step time over case.repeats steps after case.warmup untimed ones, and the phase's peak memory."""
-    gc.collect()
     torch.manual_seed(0)
     device = torch.device(case.device)
     on_cuda = device.type == "cuda"
@@ -223,17 +222,22 @@ def measure(case: Case) -> dict[str, Any]:
     if on_cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    rss_rise = start_rss_rise()
-    start()
-    times = []
-    for i in range(case.warmup + case.repeats):
-        began = time.perf_counter()
-        step()
-        if on_cuda:
-            torch.cuda.synchronize(device)
-        if i >= case.warmup:
-            times.append(time.perf_counter() - began)
-    peak = torch.cuda.max_memory_allocated(device) if on_cuda else rss_rise()
+    gc.collect()
+    gc.disable()  # as timeit: no collection inside a timed step, nor one freeing earlier garbage under the peak
+    try:
+        rss_rise = start_rss_rise()
+        start()
+        times = []
+        for i in range(case.warmup + case.repeats):
+            began = time.perf_counter()
+            step()
+            if on_cuda:
+                torch.cuda.synchronize(device)
+            if i >= case.warmup:
+                times.append(time.perf_counter() - began)
+        peak = torch.cuda.max_memory_allocated(device) if on_cuda else rss_rise()
+    finally:
+        gc.enable()
     seconds = statistics.median(times)
     items = facts.pop("items")
     return {**facts, "ms": 1e3 * seconds, "items_per_s": items / seconds, "peak_mib": peak / 2**20}

@@ -1,7 +1,9 @@
 """experiments/benchmark.py on every registered method's tiny experiment (fp32, one repeat, in-process), the
 sampling call counting, sweeps, synthetic stand-ins for absent data, peers and the report files."""
+import gc
 import json
 import math
+import mmap
 import time
 
 import numpy as np
@@ -194,23 +196,42 @@ def test_loglog_slope_recovers_the_exponent_of_a_power_law():
         loglog_slope([256, 256], [1.0, 2.0])
 
 
+@pytest.fixture
+def no_garbage_collection():
+    """Earlier tests' garbage collected first and none freed mid-test (an xdist worker's collection freed more than
+    the step allocated, and the rise read 0)."""
+    gc.collect()
+    gc.disable()
+    yield
+    gc.enable()
+
+
+def resident_mapping(size: int) -> mmap.mmap:
+    """`size` bytes of fresh anonymous memory, written so it is resident (outside malloc, whose freed heap pages
+    may stay resident and be reused: an allocation after a free need not raise the resident set)."""
+    mapping = mmap.mmap(-1, size)
+    np.frombuffer(mapping, dtype=np.uint8)[:] = 1
+    return mapping
+
+
 @pytest.mark.parametrize("restart", ["vmhwm", "refused"])
-def test_rss_rise_counts_a_step_that_stays_under_an_earlier_peak(restart, tmp_path, monkeypatch):
+def test_rss_rise_counts_a_step_that_stays_under_an_earlier_peak(restart, tmp_path, monkeypatch,
+                                                                  no_garbage_collection):
     # a spawn child starts with its parent's ru_maxrss as a floor: a rise of that mark would read 0 here
     if restart == "refused":  # containers that refuse the VmHWM restart: VmRSS is sampled instead
         monkeypatch.setattr(measure, "CLEAR_REFS", tmp_path / "no such dir" / "clear_refs")
-    earlier = np.ones(256 * 2**20, dtype=np.uint8)  # written, so resident
-    del earlier
+    resident_mapping(256 * 2**20).close()  # unmapped: the resident set falls back under its peak
     rise = measure.start_rss_rise()
-    step = np.ones(64 * 2**20, dtype=np.uint8)
-    assert 60 * 2**20 <= rise() <= 160 * 2**20 and step[-1] == 1
+    step = resident_mapping(64 * 2**20)
+    assert 60 * 2**20 <= rise() <= 160 * 2**20
+    step.close()
 
 
-def test_sampled_rss_rise_catches_a_peak_freed_before_it_is_read():
+def test_sampled_rss_rise_catches_a_peak_freed_before_it_is_read(no_garbage_collection):
     rise = measure.sampled_rss_rise(measure.proc_status_bytes("VmRSS"), poll_s=1e-3)
-    step = np.ones(96 * 2**20, dtype=np.uint8)
+    step = resident_mapping(96 * 2**20)
     time.sleep(0.05)  # several polls while the step's memory is resident
-    del step
+    step.close()
     assert rise() >= 90 * 2**20
 
 
