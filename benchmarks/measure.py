@@ -8,7 +8,9 @@ called a second time), then replayed on the inputs they were given. Peak memory:
 on CUDA; on CPU the rise of the resident set's high-water mark from its size before the first step (Linux: VmHWM,
 restarted there, or VmRSS sampled by a thread where the kernel refuses the restart; without /proc ru_maxrss, which
 cannot be restarted, so each case may run in a fresh spawn process); for sampling, both from before the calls are
-recorded (two sampling steps).
+recorded (two sampling steps). Linear-layer FLOPs: 2 in x out per point through every nn.Linear of the networks
+in one more (untimed) step, x3 when training (the backward computes the input and weight gradients); on a rays
+domain also the rays a step renders (training: the ray batch; sampling: every pixel of the views).
 """
 from __future__ import annotations
 
@@ -118,10 +120,13 @@ def prepare(case: Case) -> tuple[Callable[[], None], Callable[[], None], dict]:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=case.precision == "bf16")
     facts = {"params": sum(p.numel() for network in module.networks().values() for p in network.parameters()),
              "points": module.domain.num_points, "synthetic_data": synthetic}
+    facts["networks"] = list(module.networks().values())
     if case.phase == "sample":
         module.eval()
         calls = []
         facts["items"] = case.sample_batch_size
+        if module.domain.kind == "rays":  # sample(n) renders n whole views
+            facts["rays"] = case.sample_batch_size * module.domain.num_points
 
         def start() -> None:
             calls.extend(sampling_step_calls(module, case.sample_batch_size, case.sample_steps))
@@ -144,6 +149,8 @@ def prepare(case: Case) -> tuple[Callable[[], None], Callable[[], None], dict]:
     optimizer = optimizer_of(module)
     clip = case.config["trainer"].get("gradient_clip_val")
     facts["items"] = datamodule.batch_size
+    if module.domain.kind == "rays":  # the ray batch drawn from each view of the step
+        facts["rays"] = datamodule.batch_size * module.ray_sampler.count_for(module.domain.num_points)
 
     def step() -> None:
         batch = next(batches)
@@ -213,6 +220,42 @@ def sampled_rss_rise(before: int, poll_s: float) -> Callable[[], int]:
     return rise
 
 
+def linear_flops(networks: list[nn.Module], step: Callable[[], None]) -> int:
+    """Multiply-add FLOPs (2 in x out per point) of every nn.Linear of `networks` in one call of `step`."""
+    total = [0]
+
+    def count(layer: nn.Linear, args: tuple, output) -> None:
+        total[0] += 2 * (args[0].numel() // layer.in_features) * layer.in_features * layer.out_features
+
+    handles = [layer.register_forward_hook(count) for network in networks for layer in network.modules()
+               if isinstance(layer, nn.Linear)]
+    try:
+        step()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total[0]
+
+
+def matmul_peak_gflops(device: torch.device, precision: str, size: Optional[int] = None, repeats: int = 5) -> float:
+    """The device's measured matmul throughput: the median GFLOP/s of size x size products (2048 on CPU, 8192 on
+    CUDA) in the precision's dtype: the peak the networks' linear layers are compared with."""
+    size = size or (8192 if device.type == "cuda" else 2048)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    times = []
+    for i in range(repeats + 2):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        began = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= 2:
+            times.append(time.perf_counter() - began)
+    return 2 * size ** 3 / statistics.median(times) / 1e9
+
+
 def measure(case: Case) -> dict[str, Any]:
     """Median step time over case.repeats steps after case.warmup untimed ones, and the phase's peak memory."""
     torch.manual_seed(0)
@@ -239,8 +282,11 @@ def measure(case: Case) -> dict[str, Any]:
     finally:
         gc.enable()
     seconds = statistics.median(times)
-    items = facts.pop("items")
-    return {**facts, "ms": 1e3 * seconds, "items_per_s": items / seconds, "peak_mib": peak / 2**20}
+    items, networks = facts.pop("items"), facts.pop("networks")
+    flops = linear_flops(networks, step) * (3 if case.phase == "train" else 1)
+    rays = {"rays_per_s": facts.pop("rays") / seconds} if "rays" in facts else {}
+    return {**facts, "ms": 1e3 * seconds, "items_per_s": items / seconds, "peak_mib": peak / 2**20,
+            "linear_gflops": flops / seconds / 1e9, **rays}
 
 
 def run_case(case: Case, isolate: bool) -> dict[str, Any]:

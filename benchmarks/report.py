@@ -29,6 +29,15 @@ def _columns(record: dict) -> dict[str, Callable[[dict], object]]:
         "sample step (ms)": lambda r: round(r["sample_ms"], 1),
         f"sample peak (MiB, {memory})": lambda r: round(r["sample_peak_mib"]),
     })
+    if "train_rays_per_s" in record["rows"][0]:  # a rays domain: the MLPs' throughput against the matmul peak
+        columns.update({
+            "train rays/s": lambda r: round(r["train_rays_per_s"]),
+            "render rays/s": lambda r: round(r["sample_rays_per_s"]),
+            "train MLP GFLOP/s (share of peak)": lambda r: f"{r['train_linear_gflops']:.1f} "
+                                                           f"({r['train_peak_share']:.0%})",
+            "render MLP GFLOP/s (share of peak)": lambda r: f"{r['sample_linear_gflops']:.1f} "
+                                                            f"({r['sample_peak_share']:.0%})",
+        })
     return columns
 
 
@@ -70,6 +79,9 @@ def render_markdown(record: dict) -> str:
              f"- sample: the network calls of one sampling step on {record['sample_batch_size']} fields, replayed "
              f"on the inputs `sample` gave them",
              f"- peak memory: {MEMORY[record['memory']]}"]
+    lines.append("- matmul peak (measured, square products): " + ", ".join(
+        f"{precision} {gflops:.1f} GFLOP/s" for precision, gflops in record["matmul_peak_gflops"].items())
+        + "; MLP GFLOP/s: the linear layers' 2 in x out FLOPs per point (x3 training) over the step time")
     lines += [f"- skipped: {', '.join(record['skipped'])}"] if record["skipped"] else []
     lines += ["", _table(record["rows"], _columns(record))]
     if record["slopes"]:

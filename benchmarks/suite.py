@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from benchmarks.measure import OURS, PHASES, PRECISIONS, Case, run_case
+from benchmarks.measure import OURS, PHASES, PRECISIONS, Case, matmul_peak_gflops, run_case
 from benchmarks.peers import PEERS
 from benchmarks.runs import build_run
 
@@ -148,7 +148,9 @@ def run_benchmark(cfg: DictConfig, experiment: Optional[str]) -> dict:
               "sample_batch_size": options.sample_batch_size or points[0][1]["data"]["batch_size"],
               "sample_steps": options.sample_steps,
               "memory": "CUDA max allocated" if device.type == "cuda" else "RSS rise" if isolate
-              else "RSS rise, in-process", "sweep": sweep_key, "load_average_start": os.getloadavg(), "rows": []}
+              else "RSS rise, in-process", "sweep": sweep_key, "load_average_start": os.getloadavg(), "rows": [],
+              "matmul_peak_gflops": {precision: matmul_peak_gflops(device, precision, options.matmul_peak_size)
+                                     for precision in options.precisions}}
     labels = {OURS: f"{OURS} " + " + ".join(type(network).__name__ for network in probe.networks().values())}
     del probe
     for model in models:
@@ -164,6 +166,7 @@ def run_benchmark(cfg: DictConfig, experiment: Optional[str]) -> dict:
                     row.update(params=result.pop("params"), points=result.pop("points"))
                     row["synthetic_data"] = result.pop("synthetic_data")
                     row.update({f"{phase}_{k}": v for k, v in result.items()})
+                    row[f"{phase}_peak_share"] = row[f"{phase}_linear_gflops"] / record["matmul_peak_gflops"][precision]
                 log.info("%s", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
                 record["rows"].append(row)
     record["load_average_end"] = os.getloadavg()

@@ -26,7 +26,7 @@ from lightning_modules import METHODS
 from lightning_modules.build import build
 
 QUICK = ["benchmark.precisions=[fp32]", "benchmark.warmup=0", "benchmark.repeats=1", "benchmark.batches=1",
-         "benchmark.isolate_memory=false", "benchmark.device=cpu"]
+         "benchmark.isolate_memory=false", "benchmark.device=cpu", "benchmark.matmul_peak_size=64"]
 
 
 def compose_benchmark(tmp_path, overrides):
@@ -72,6 +72,22 @@ def test_every_method_is_benchmarked_by_naming_its_experiment(benchmark, capsys,
     assert text in capsys.readouterr().out
     assert "`python experiments/benchmark.py " in text and f" experiment={name}_tiny " in text and "torch" in text
     assert not (markdown.parent / "benchmark.png").exists()  # no sweep, nothing to fit
+
+
+def test_nerf_reports_rays_per_second_and_its_mlp_share_of_the_matmul_peak(benchmark):
+    markdown, record = benchmark("experiment=nerf_tiny", "benchmark.peers=false")
+    (row,) = record["rows"]
+    rays_per_step = 64  # nerf_tiny: method.rays_per_step from one view; sampling renders whole views
+    assert row["train_rays_per_s"] == pytest.approx(rays_per_step / (row["train_ms"] / 1e3))
+    rendered = record["sample_batch_size"] * row["points"]
+    assert row["sample_rays_per_s"] == pytest.approx(rendered / (row["sample_ms"] / 1e3))
+    assert row["train_peak_share"] == pytest.approx(row["train_linear_gflops"] / record["matmul_peak_gflops"]["fp32"])
+    assert "train rays/s" in markdown.read_text() and "matmul peak" in markdown.read_text()
+
+
+def test_linear_flops_count_two_in_out_per_point():
+    network = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    assert measure.linear_flops([network], lambda: network(torch.zeros(4, 7, 3))) == 2 * 28 * (3 * 5 + 5 * 2)
 
 
 def make_module(tmp_path, fake_data_root, monkeypatch, *overrides):
