@@ -1,14 +1,16 @@
-"""Depthwise convolution on a subset of lattice points (∞-Diff's sparse neural operator, Bond-Taylor & Willcocks
-2023, Sec. 4.2), pure PyTorch on CPU and GPU.
+"""Convolution on a subset of lattice points (∞-Diff's sparse neural operator, Bond-Taylor & Willcocks 2023,
+Sec. 4.2), depthwise (the paper's) or regular (Table 2's "Regular Convs"), pure PyTorch on CPU and GPU.
 
 Points are given as values (B, m, C) at distinct flat indices (B, m) into an H x W lattice (row-major). The output
 lives at the input points only (a submanifold convolution): out_i = sum_o w_o x_{i + o} over the sampled
-neighbours i + o, with F.conv2d's cross-correlation convention (offset o = (a - k//2, b - k//2) for w[:, 0, a, b]).
+neighbours i + o, with F.conv2d's cross-correlation convention (offset o = (a - k//2, b - k//2) for w[:, :, a, b]).
+A (C, 1, k, k) weight is depthwise, a (C_out, C, k, k) one regular.
 
 Backends (same maths, checked against each other, a dense masked conv and brute force):
-- "dense_scatter" (default): scatter the points into a zero (B, H, W, C) buffer, one dense depthwise conv2d in
+- "dense_scatter" (default): scatter the points into a zero (B, H, W, C) buffer, one dense conv2d in
   channels-last, gather the rows back. Fastest on CPU and GPU at the densities ∞-Diff trains at (>= 1/8).
-- "kernel_map": per kernel offset, look up each point's neighbour in an index image, multiply and index_add:
+- "kernel_map": per kernel offset, look up each point's neighbour in an index image, multiply (depthwise) or
+  matrix-multiply (regular) and index_add:
   memory O(m k^2) instead of O(HW), for very sparse points; the reference.
 """
 from __future__ import annotations
@@ -37,7 +39,7 @@ def resized_kernel_size(kernel_size: int, ratio: float) -> int:
 
 
 def resize_kernel(weight: Tensor, ratio: float) -> Tensor:
-    """A (C, 1, k, k) kernel bilinearly resampled to `resized_kernel_size(k, ratio)` (the paper's resolution
+    """A (C_out, C_in, k, k) kernel bilinearly resampled to `resized_kernel_size(k, ratio)` (the paper's resolution
     transfer: bilinear kernel interpolation)."""
     size = resized_kernel_size(weight.shape[-1], ratio)
     if size == weight.shape[-1]:
@@ -76,7 +78,7 @@ def _gather(image: Tensor, index: Tensor) -> Tensor:
 
 def _dense_scatter(values: Tensor, index: Tensor, shape: tuple[int, int], weight: Tensor) -> Tensor:
     image = _scatter(values, index, shape)
-    out = F.conv2d(image, weight, padding=weight.shape[-1] // 2, groups=values.shape[-1])
+    out = F.conv2d(image, weight, padding=weight.shape[-1] // 2, groups=values.shape[-1] // weight.shape[1])
     return _gather(out, index)
 
 
@@ -92,27 +94,32 @@ def _kernel_map(values: Tensor, index: Tensor, shape: tuple[int, int], weight: T
     batch_of = torch.arange(batch, device=values.device)[:, None].expand(-1, num_points)
     table[batch_of, rows, cols] = flat
     points = values.reshape(batch * num_points, channels)
-    out = torch.zeros_like(points)
-    taps = weight.reshape(channels, size * size)
+    depthwise = weight.shape[1] == 1 and channels > 1
+    out = points.new_zeros(batch * num_points, weight.shape[0])
     for a in range(size):  # a loop over the k^2 kernel offsets, each vectorised over every point
         for b in range(size):
             neighbour = table[batch_of, rows + a - pad, cols + b - pad].reshape(-1)
             present = neighbour >= 0
             targets = flat.reshape(-1)[present]
-            out = out.index_add(0, targets, points[neighbour[present]] * taps[:, a * size + b])
-    return out.view(batch, num_points, channels)
+            taps = weight[:, :, a, b]
+            contribution = points[neighbour[present]] * taps[:, 0] if depthwise else points[neighbour[present]] @ taps.T
+            out = out.index_add(0, targets, contribution)
+    return out.view(batch, num_points, weight.shape[0])
 
 
-def sparse_depthwise_conv(values: Tensor, index: Tensor, shape: tuple[int, int], weight: Tensor,
-                          backend: str = "dense_scatter") -> Tensor:
-    """Depthwise convolution of points `values` (B, m, C) at lattice `index` (B, m) of an H x W lattice with
-    `weight` (C, 1, k, k), k odd, no bias: (B, m, C) at the same points (see the module docstring)."""
+def sparse_conv(values: Tensor, index: Tensor, shape: tuple[int, int], weight: Tensor,
+                backend: str = "dense_scatter") -> Tensor:
+    """Convolution of points `values` (B, m, C) at lattice `index` (B, m) of an H x W lattice with `weight`
+    (C, 1, k, k) (depthwise) or (C_out, C, k, k) (regular), k odd, no bias: (B, m, C or C_out) at the same points
+    (see the module docstring)."""
     if values.dim() != 3 or index.shape != values.shape[:2]:
         raise ValueError(f"values must be (B, m, C) and index (B, m); got {tuple(values.shape)} and "
                          f"{tuple(index.shape)}")
-    if weight.shape[0] != values.shape[-1] or weight.shape[1] != 1 or weight.shape[2] != weight.shape[3]:
-        raise ValueError(f"a depthwise kernel for {values.shape[-1]} channels is ({values.shape[-1]}, 1, k, k), got "
-                         f"{tuple(weight.shape)}")
+    channels = values.shape[-1]
+    depthwise = weight.shape[0] == channels and weight.shape[1] == 1
+    if weight.dim() != 4 or not (depthwise or weight.shape[1] == channels) or weight.shape[2] != weight.shape[3]:
+        raise ValueError(f"a kernel for {channels} channels is ({channels}, 1, k, k) (depthwise) or "
+                         f"(C_out, {channels}, k, k) (regular), got {tuple(weight.shape)}")
     check_kernel_size(weight.shape[-1], "the kernel's size")
     if backend == "dense_scatter":
         return _dense_scatter(values, index, shape, weight)

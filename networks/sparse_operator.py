@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from datamodules.fields import Grid
 from networks.embeddings import timestep_embedding
-from networks.sparse_conv import (check_kernel_size, resize_kernel, resized_kernel_size, sparse_depthwise_conv,
+from networks.sparse_conv import (check_kernel_size, resize_kernel, resized_kernel_size, sparse_conv,
                                   support_normaliser)
 from networks.unet import UNet
 
@@ -60,22 +60,32 @@ def grid_to_points(grid: Tensor, coords: Tensor, legacy_grid_sample: bool = Fals
     return values[:, :, 0].transpose(1, 2)
 
 
+KERNELS = ("linear", "nonlinear")
+
+
 class SparseConvResBlock(nn.Module):
-    """LN -> FiLM(t) -> depthwise sparse conv / support normaliser -> residual; LN -> FiLM(t) -> MLP -> residual
-    (App. A; the official TorchsparseResBlock). A skip input is concatenated and projected first. Without a time
-    embedding (an encoder) there is neither normalisation nor modulation, as in the official code."""
+    """LN -> FiLM(t) -> sparse conv / support normaliser -> residual; LN -> FiLM(t) -> MLP -> residual (App. A; the
+    official TorchsparseResBlock). A skip input is concatenated and projected first. Without a time embedding (an
+    encoder) there is neither normalisation nor modulation, as in the official code.
+
+    depthwise: the paper's depthwise kernel (false: Table 2's "Regular Convs", C x C per offset); kernel "linear"
+    (Eq. 20) or "nonlinear" (Table 2's spatially nonlinear kernel: conv -> GELU -> conv, each normalised)."""
 
     def __init__(self, channels: int, kernel_size: int, emb_channels: Optional[int], mlp_mult: int = 2,
-                 mlp_layers: int = 2, skip: bool = False):
+                 mlp_layers: int = 2, skip: bool = False, depthwise: bool = True, kernel: str = "linear"):
         super().__init__()
         check_kernel_size(kernel_size, "method.net.kernel_size")
         if mlp_layers < 2:
             raise ValueError(f"method.net.mlp_layers={mlp_layers}: the block's MLP needs at least 2 linear layers")
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown method.net.kernel {kernel!r}; valid: {', '.join(KERNELS)}")
         self.skip = nn.Linear(2 * channels, channels) if skip else None
-        self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size, kernel_size))
+        in_per_out = 1 if depthwise else channels
         # torchsparse's init: Kaiming-uniform over fan C k^2 (a = sqrt 5), not F.conv2d's depthwise fan k^2
         bound = 1.0 / math.sqrt(channels * kernel_size**2)
-        nn.init.uniform_(self.weight, -bound, bound)
+        self.weights = nn.ParameterList([
+            nn.Parameter(torch.empty(channels, in_per_out, kernel_size, kernel_size).uniform_(-bound, bound))
+            for _ in range(2 if kernel == "nonlinear" else 1)])
         hidden = mlp_mult * channels
         layers: list[nn.Module] = [nn.Linear(channels, hidden)]
         for _ in range(mlp_layers - 2):
@@ -97,7 +107,10 @@ class SparseConvResBlock(nn.Module):
         """x (B, m, C); conv(h, weight) -> the normalised sparse convolution of h at these points."""
         if self.skip is not None:
             x = self.skip(torch.cat([x, skip], dim=-1))
-        x = x + conv(self._modulate(x, emb, 0), self.weight)
+        h = conv(self._modulate(x, emb, 0), self.weights[0])
+        for weight in self.weights[1:]:
+            h = conv(F.gelu(h), weight)
+        x = x + h
         return x + self.mlp(self._modulate(x, emb, 1))
 
 
@@ -126,8 +139,7 @@ class FNOGrid(nn.Module):
     """The spectral grid network of the ablation ("U-shaped FNO", Sec. 5): residual Fourier layers, each
     GELU(spectral conv + 1x1 conv + time shift), at the grid resolution."""
 
-    def __init__(self, channels: int, image_size: int, num_layers: int = 4, modes: int = 16,
-                 emb_channels: int = 256):
+    def __init__(self, channels: int, image_size: int, emb_channels: int, num_layers: int = 4, modes: int = 16):
         super().__init__()
         self.image_size = image_size
         self.spectral = nn.ModuleList([SpectralConv2d(channels, modes) for _ in range(num_layers)])
@@ -149,14 +161,16 @@ class SparseUNO(nn.Module):
     grid network -> bilinear back to the points -> linear -> num_blocks sparse blocks taking the skips in reverse
     order -> linear_out.
 
-    train_size: the training lattice side H_train (kernels are sized in its pixels); grid: `networks.unet.UNet`
-    arguments (type "unet") or `FNOGrid` arguments (type "fno").
+    train_size: the training lattice side H_train (kernels are sized in its pixels); grid_type: "unet" (`grid`:
+    `networks.unet.UNet` arguments) or "fno" (the spectral ablation; `fno`: `FNOGrid` arguments); depthwise, kernel:
+    see SparseConvResBlock.
     """
 
     def __init__(self, signal_dim: int, out_dim: int, train_size: int, channels: int = 64, num_blocks: int = 3,
                  kernel_size: int = 7, mlp_mult: int = 2, mlp_layers: int = 2, time_channels: int = 256,
-                 grid_size: int = 128, grid_channels: int = 128, grid: Optional[dict] = None, knn: int = 3,
-                 backend: str = "dense_scatter", legacy_grid_sample: bool = False):
+                 grid_size: int = 128, grid_channels: int = 128, grid_type: str = "unet", grid: Optional[dict] = None,
+                 fno: Optional[dict] = None, knn: int = 3, backend: str = "dense_scatter",
+                 legacy_grid_sample: bool = False, depthwise: bool = True, kernel: str = "linear"):
         super().__init__()
         self.train_size, self.kernel_size = train_size, check_kernel_size(kernel_size, "method.net.kernel_size")
         self.grid_size, self.knn, self.backend = grid_size, knn, backend
@@ -164,20 +178,19 @@ class SparseUNO(nn.Module):
         self.linear_in = nn.Linear(signal_dim, channels)
         self.time_embed = nn.Sequential(nn.Linear(time_channels, time_channels), nn.GELU(),
                                         nn.Linear(time_channels, time_channels))
-        self.down = nn.ModuleList([SparseConvResBlock(channels, kernel_size, time_channels, mlp_mult, mlp_layers)
-                                   for _ in range(num_blocks)])
-        self.up = nn.ModuleList([SparseConvResBlock(channels, kernel_size, time_channels, mlp_mult, mlp_layers,
-                                                    skip=True) for _ in range(num_blocks)])
+        block = dict(channels=channels, kernel_size=kernel_size, emb_channels=time_channels, mlp_mult=mlp_mult,
+                     mlp_layers=mlp_layers, depthwise=depthwise, kernel=kernel)
+        self.down = nn.ModuleList([SparseConvResBlock(**block) for _ in range(num_blocks)])
+        self.up = nn.ModuleList([SparseConvResBlock(**block, skip=True) for _ in range(num_blocks)])
         self.to_grid = nn.Linear(channels, grid_channels)
         self.from_grid = nn.Linear(grid_channels, channels)
-        grid = dict(grid or {})
-        kind = grid.pop("type", "unet")
-        if kind == "unet":
-            self.grid = UNet(in_channels=grid_channels, out_channels=grid_channels, image_size=grid_size, **grid)
-        elif kind == "fno":
-            self.grid = FNOGrid(grid_channels, grid_size, **grid)
+        if grid_type == "unet":
+            self.grid = UNet(in_channels=grid_channels, out_channels=grid_channels, image_size=grid_size,
+                             **(grid or {}))
+        elif grid_type == "fno":
+            self.grid = FNOGrid(grid_channels, grid_size, time_channels, **(fno or {}))
         else:
-            raise ValueError(f"unknown method.net.grid.type {kind!r}; valid: unet, fno")
+            raise ValueError(f"unknown method.net.grid_type {grid_type!r}; valid: unet, fno")
         self.linear_out = nn.Linear(channels, out_dim)
 
     def forward(self, values: Tensor, index: Tensor, shape: tuple[int, int], t: Tensor) -> Tensor:
@@ -187,7 +200,7 @@ class SparseUNO(nn.Module):
         normaliser = support_normaliser(index, shape, size, self.kernel_size).to(values.dtype)
 
         def conv(h: Tensor, weight: Tensor) -> Tensor:
-            return sparse_depthwise_conv(h, index, shape, resize_kernel(weight, ratio), self.backend) / normaliser
+            return sparse_conv(h, index, shape, resize_kernel(weight, ratio), self.backend) / normaliser
 
         emb = self.time_embed(timestep_embedding(t, self.time_channels).to(values.dtype))
         x = self.linear_in(values)

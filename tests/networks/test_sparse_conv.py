@@ -1,4 +1,4 @@
-"""The lattice sparse depthwise convolution: every backend against a dense masked conv and brute force (values
+"""The lattice sparse convolution (depthwise, and regular for Table 2's ablation): every backend against a dense masked conv and brute force (values
 and gradients), the neighbour-count normaliser, kernel resizing, refusals."""
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from datamodules.points import draw_distinct
 from networks.sparse_conv import (BACKENDS, check_lattice_index, neighbour_count, resize_kernel, resized_kernel_size,
-                                  sparse_depthwise_conv, support_normaliser)
+                                  sparse_conv, support_normaliser)
 
 F64 = torch.float64
 
@@ -20,28 +20,31 @@ def sparse_points(batch=2, shape=(9, 7), fraction=0.3, channels=3, seed=0):
 
 
 def brute_force(values, index, shape, weight):
-    """out_i = sum over sampled points j within the window of i of w[c, 0, dy + p, dx + p] x_j, one point at a time."""
+    """out_i = sum over sampled points j within the window of i of w[:, :, dy + p, dx + p] x_j (elementwise for a
+    depthwise weight, a matrix product for a regular one), one point at a time."""
     size, width = weight.shape[-1], shape[1]
     pad = size // 2
-    out = torch.zeros_like(values)
+    depthwise = weight.shape[1] == 1
+    out = values.new_zeros(*values.shape[:2], weight.shape[0])
     for b in range(values.shape[0]):
         for i, cell in enumerate(index[b].tolist()):
             for j, other in enumerate(index[b].tolist()):
                 dy, dx = other // width - cell // width, other % width - cell % width
                 if abs(dy) <= pad and abs(dx) <= pad:
-                    out[b, i] += weight[:, 0, dy + pad, dx + pad] * values[b, j]
+                    taps = weight[:, :, dy + pad, dx + pad]
+                    out[b, i] += taps[:, 0] * values[b, j] if depthwise else taps @ values[b, j]
     return out
 
 
 def masked_dense(values, index, shape, weight):
-    """A zero-padded dense depthwise conv of the image that is zero off the points, read at the points."""
+    """A zero-padded dense conv (depthwise or regular) of the image that is zero off the points, read at the points."""
     batch, _, channels = values.shape
     dense = torch.zeros(batch, shape[0] * shape[1], channels, dtype=values.dtype)
     for b in range(batch):
         dense[b, index[b]] = values[b]
     image = dense.transpose(1, 2).reshape(batch, channels, *shape)
-    out = F.conv2d(image, weight, padding=weight.shape[-1] // 2, groups=channels)
-    flat = out.reshape(batch, channels, -1).transpose(1, 2)
+    out = F.conv2d(image, weight, padding=weight.shape[-1] // 2, groups=channels if weight.shape[1] == 1 else 1)
+    flat = out.reshape(batch, out.shape[1], -1).transpose(1, 2)
     return torch.stack([flat[b, index[b]] for b in range(batch)])
 
 
@@ -51,9 +54,23 @@ def test_every_backend_is_a_masked_dense_conv_and_brute_force(backend, kernel_si
     shape = (9, 7)
     values, index = sparse_points(shape=shape, fraction=fraction)
     weight = torch.randn(3, 1, kernel_size, kernel_size, dtype=F64, generator=torch.Generator().manual_seed(1))
-    out = sparse_depthwise_conv(values, index, shape, weight, backend)
+    out = sparse_conv(values, index, shape, weight, backend)
     assert torch.allclose(out, masked_dense(values, index, shape, weight), atol=1e-12)
     assert torch.allclose(out, brute_force(values, index, shape, weight), atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_regular_conv_is_a_masked_dense_conv_and_brute_force_with_gradients(backend):
+    shape = (7, 6)
+    values, index = sparse_points(shape=shape, fraction=0.4, channels=3, seed=6)
+    weight = torch.randn(4, 3, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(7))
+    out = sparse_conv(values, index, shape, weight, backend)
+    assert out.shape == (2, values.shape[1], 4)
+    assert torch.allclose(out, masked_dense(values, index, shape, weight), atol=1e-12)
+    assert torch.allclose(out, brute_force(values, index, shape, weight), atol=1e-12)
+    values.requires_grad_(True)
+    weight.requires_grad_(True)
+    torch.autograd.gradcheck(lambda v, w: sparse_conv(v, index, shape, w, backend), (values, weight))
 
 
 def test_on_the_full_lattice_it_is_a_zero_padded_conv2d():
@@ -63,7 +80,7 @@ def test_on_the_full_lattice_it_is_a_zero_padded_conv2d():
     index = torch.arange(48).expand(2, -1)
     values = image.flatten(2).transpose(1, 2)
     for backend in BACKENDS:
-        out = sparse_depthwise_conv(values, index, shape, weight, backend)
+        out = sparse_conv(values, index, shape, weight, backend)
         expected = F.conv2d(image, weight, padding=2, groups=4).flatten(2).transpose(1, 2)
         assert torch.allclose(out, expected, atol=1e-12)
 
@@ -76,7 +93,7 @@ def test_a_delta_kernel_reads_the_neighbour_at_its_offset():
     index = torch.arange(25)[None]
     values = torch.arange(25, dtype=F64).reshape(1, 25, 1)
     for backend in BACKENDS:
-        out = sparse_depthwise_conv(values, index, shape, weight, backend).reshape(5, 5)
+        out = sparse_conv(values, index, shape, weight, backend).reshape(5, 5)
         assert out[2, 2] == (2 - 1) * 5 + (2 + 1)
         assert out[0, 2] == 0 and out[2, 4] == 0  # beyond the lattice: nothing
 
@@ -88,9 +105,9 @@ def test_gradients_match_the_dense_reference_and_gradcheck(backend):
     weight = torch.randn(2, 1, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(4))
     values.requires_grad_(True)
     weight.requires_grad_(True)
-    torch.autograd.gradcheck(lambda v, w: sparse_depthwise_conv(v, index, shape, w, backend), (values, weight))
+    torch.autograd.gradcheck(lambda v, w: sparse_conv(v, index, shape, w, backend), (values, weight))
     cotangent = torch.randn_like(values)
-    got = torch.autograd.grad((sparse_depthwise_conv(values, index, shape, weight, backend) * cotangent).sum(),
+    got = torch.autograd.grad((sparse_conv(values, index, shape, weight, backend) * cotangent).sum(),
                               (values, weight))
     expected = torch.autograd.grad((masked_dense(values, index, shape, weight) * cotangent).sum(), (values, weight))
     assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(got, expected))
@@ -101,11 +118,11 @@ def test_permuting_the_points_permutes_the_output_and_fields_do_not_mix():
     values, index = sparse_points(shape=shape, fraction=0.5, seed=5)
     weight = torch.randn(3, 1, 5, 5, dtype=F64)
     order = torch.randperm(values.shape[1])
-    out = sparse_depthwise_conv(values, index, shape, weight)
-    assert torch.allclose(sparse_depthwise_conv(values[:, order], index[:, order], shape, weight), out[:, order])
+    out = sparse_conv(values, index, shape, weight)
+    assert torch.allclose(sparse_conv(values[:, order], index[:, order], shape, weight), out[:, order])
     changed = values.clone()
     changed[1] += 1.0
-    assert torch.equal(sparse_depthwise_conv(changed, index, shape, weight)[0], out[0])
+    assert torch.equal(sparse_conv(changed, index, shape, weight)[0], out[0])
 
 
 def test_the_normaliser_is_the_neighbour_count_over_the_training_window():
@@ -141,7 +158,6 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match=r"lie in \[0, 16\) for a 4x4 lattice"):
         check_lattice_index(torch.tensor([[0, 16]]), (4, 4))
     with pytest.raises(ValueError, match="unknown sparse convolution backend 'torchsparse'"):
-        sparse_depthwise_conv(torch.zeros(1, 2, 1), torch.tensor([[0, 1]]), (4, 4), torch.zeros(1, 1, 3, 3),
-                              "torchsparse")
-    with pytest.raises(ValueError, match=r"depthwise kernel for 2 channels is \(2, 1, k, k\)"):
-        sparse_depthwise_conv(torch.zeros(1, 2, 2), torch.tensor([[0, 1]]), (4, 4), torch.zeros(1, 1, 3, 3))
+        sparse_conv(torch.zeros(1, 2, 1), torch.tensor([[0, 1]]), (4, 4), torch.zeros(1, 1, 3, 3), "torchsparse")
+    with pytest.raises(ValueError, match=r"kernel for 2 channels is \(2, 1, k, k\) \(depthwise\) or \(C_out, 2, k, k\)"):
+        sparse_conv(torch.zeros(1, 2, 2), torch.tensor([[0, 1]]), (4, 4), torch.zeros(1, 1, 3, 3))

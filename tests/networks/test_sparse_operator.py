@@ -76,9 +76,15 @@ def test_the_network_runs_at_any_resolution_and_on_sparse_points(size):
     assert out.shape == (2, count, 1) and torch.isfinite(out).all()
 
 
-def test_gradients_reach_every_parameter_on_sparse_points():
-    net = tiny_net(grid=dict(type="fno", num_layers=2, modes=3, emb_channels=16))
+@pytest.mark.parametrize("ablation", [{}, dict(depthwise=False), dict(kernel="nonlinear")])
+def test_gradients_reach_every_parameter_on_sparse_points(ablation):
+    """With the spectral grid (the U-Net's zero-initialised output would stop the first gradient), and with Table 2's
+    regular convs and nonlinear kernel."""
+    net = tiny_net(grid_type="fno", fno=dict(num_layers=2, modes=3), **ablation)
     assert isinstance(net.grid, FNOGrid)
+    weights = net.down[0].weights
+    assert len(weights) == (2 if ablation.get("kernel") == "nonlinear" else 1)
+    assert weights[0].shape == ((8, 8, 5, 5) if ablation.get("depthwise") is False else (8, 1, 5, 5))
     index = draw_distinct(3, 64, 16, torch.device("cpu"), torch.Generator().manual_seed(2))
     net(torch.randn(3, 16, 1), index, (8, 8), torch.tensor([1, 2, 3])).pow(2).sum().backward()
     missing = [name for name, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -88,7 +94,9 @@ def test_gradients_reach_every_parameter_on_sparse_points():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="method.net.kernel_size=6 must be an odd int"):
         tiny_net(kernel_size=6)
-    with pytest.raises(ValueError, match="unknown method.net.grid.type 'mlp'"):
-        tiny_net(grid=dict(type="mlp"))
+    with pytest.raises(ValueError, match="unknown method.net.grid_type 'mlp'"):
+        tiny_net(grid_type="mlp")
+    with pytest.raises(ValueError, match="unknown method.net.kernel 'quadratic'"):
+        tiny_net(kernel="quadratic")
     with pytest.raises(ValueError, match="k=3 needs at least 3 points"):
         knn_to_grid(torch.zeros(1, 2, 1), torch.zeros(1, 2, 2), 4, 3)
