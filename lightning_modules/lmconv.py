@@ -29,7 +29,8 @@ class LMConv(FieldGenerativeModule, LikelihoodModel):
     any order.
 
     net: LocallyMaskedPixelCNN arguments (in/out channels come from the data and the likelihood).
-    likelihood: {name: dmol, num_mixtures: 10} (any number of levels; grey or RGB) or {name: binary} (2 levels).
+    likelihood: {name: dmol, num_mixtures: 10} (any number of levels; grey or RGB) or {name: binary} (2 levels);
+        options set to null are left out.
     orders: training orders, one drawn per batch (names of networks.lmconv.orders; a bare base name means its 8
         variants). eval_orders: the orders whose ensemble is `bpd` (null: the training orders); novel_orders:
         further orders scored alone (`bpd_novel/<name>`, e.g. raster on an S-curve model), outside the ensemble.
@@ -54,7 +55,8 @@ class LMConv(FieldGenerativeModule, LikelihoodModel):
         if self.num_levels is None:
             raise ValueError("LMConv models discrete pixels; the data has continuous values (num_levels is None): "
                              "use image data with levels (e.g. data=digits)")
-        likelihood = dict(likelihood)
+        # an option set to null is absent: a binary config switching from dmol nulls num_mixtures
+        likelihood = {key: value for key, value in likelihood.items() if value is not None}
         kind = likelihood.pop("name", "dmol")
         if kind not in LIKELIHOODS:
             raise ValueError(f"unknown method.likelihood.name={kind!r}; valid: {', '.join(LIKELIHOODS)}")

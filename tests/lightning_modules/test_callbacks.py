@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from datamodules.fields import FieldBatch, Grid
 from datamodules.render import render_fields
 from lightning_modules.callbacks.checkpoint import FinalStepCheckpoint
+from lightning_modules.callbacks.ema import LastEpochsAverage
 from lightning_modules.callbacks.loss_curve import LossCurve
 from lightning_modules.callbacks.periodic_sampling import PeriodicSampling
 from lightning_modules.callbacks.sample_grid import SampleGrid
@@ -114,6 +115,26 @@ def test_ema_follows_its_update_rule_and_serves_validation_sampling_and_checkpoi
     assert saved["global_step"] == 6
     torch.testing.assert_close(saved["state_dict"]["weight"], ema_weight(6), rtol=0, atol=1e-6)
     torch.testing.assert_close(saved["current_model_state"]["weight"], raw_weight(6), rtol=0, atol=1e-6)
+
+
+def test_the_last_epochs_average_is_the_mean_of_their_end_weights(tmp_path):
+    """4 epochs of 2 steps, averaging the last 2: validation and checkpoints before the window see the current
+    weights; from the window on they see the average, and the end of the run holds (w_6 + w_8) / 2, what averaging
+    the two epoch-end checkpoints gives (also when a periodic checkpoint falls on the last step)."""
+    checkpoint = FinalStepCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=4, save_top_k=-1)
+    model = fit(tmp_path, [LastEpochsAverage(num_epochs=2), checkpoint], max_steps=-1, max_epochs=4)
+    average = (raw_weight(6) + raw_weight(8)) / 2
+    expected_validation = [raw_weight(2), raw_weight(4), raw_weight(6), average]
+    for (_, weight), expected in zip(model.in_validation, expected_validation, strict=True):
+        torch.testing.assert_close(weight, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.weight.detach(), average, rtol=0, atol=1e-6)
+    early = torch.load(tmp_path / "ckpt" / "epoch=1-step=4.ckpt", weights_only=True)
+    torch.testing.assert_close(early["state_dict"]["weight"], raw_weight(4), rtol=0, atol=1e-6)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    torch.testing.assert_close(saved["state_dict"]["weight"], average, rtol=0, atol=1e-6)
+    torch.testing.assert_close(saved["current_model_state"]["weight"], raw_weight(8), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="needs trainer.max_epochs >= 2"):
+        fit(tmp_path / "short", [LastEpochsAverage(num_epochs=2)], max_steps=-1, max_epochs=1)
 
 
 def test_sample_grid_writes_the_fixed_seed_samples_each_period(tmp_path):

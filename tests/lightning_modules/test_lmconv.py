@@ -161,6 +161,7 @@ def test_bad_input_is_refused():
                signal_dim=1, num_levels=17, optimizer=OPTIMIZER)
     with pytest.raises(ValueError, match="2 levels"):
         make(likelihood={"name": "binary"})
+    make(levels=2, likelihood={"name": "binary", "num_mixtures": None})  # a config switching from dmol nulls it
     with pytest.raises(ValueError, match="continuous values"):
         make(levels=None)
     module = make()
