@@ -1,6 +1,7 @@
 """Evaluate on the paper metrics: `python experiments/evaluate.py ckpt_path=PATH output_dir=DIR [metrics=[...]]`.
 
-Also scores any tool's samples (`samples=PATH.npz data=NAME`) and compares evaluated runs (`compare=[DIR,...]`).
+Also scores any tool's samples (`samples=PATH.npz data=NAME`), compares evaluated runs (`compare=[DIR,...]`) and
+scores the test renders of evaluated scenes together (`renders=[DIR,...]`: FID / KID, DietNeRF Table 4.1).
 Writes DIR/metrics.json and DIR/metrics.md; names carry their feature extractor, e.g. `fid[digits-cnn]`.
 """
 from __future__ import annotations
@@ -10,14 +11,17 @@ from pathlib import Path
 from typing import Optional
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from evaluation.field_scores import score_generated
 from evaluation.protocol import VIEW_METRICS, check_metrics, default_metrics, test_split_metrics
-from evaluation.report import compare_runs, save_renders, write_metrics
+from evaluation.report import compare_runs, read_metrics, save_renders, write_metrics
+from evaluation.sample_metrics import score_samples
 from evaluation.views import LPIPSVGG, score_views
-from lightning_modules.checkpointing import load_method
+from lightning_modules.checkpointing import load_method, read_checkpoint
 from lightning_modules.runtime import instantiate_plainly, register_resolvers, resolve_device
 from lightning_modules.sampling import draw, read_samples, sampler_options, save_samples
 
@@ -80,16 +84,58 @@ def evaluate_samples_file(cfg: DictConfig) -> None:
                   num_samples=len(values))
 
 
+def scene_images(data_cfg: dict) -> np.ndarray:
+    """uint8 (N, H, W, 3) of every view of every split of a scene run's data, all val / test frames included (the
+    reference of DietNeRF's FID / KID: 100 train + 100 val + 200 test views of each Blender scene)."""
+    data_cfg = OmegaConf.create(data_cfg)
+    source = data_cfg.field_maker.source
+    if "test_skip" in source:
+        source.test_skip = 1
+    field_maker = instantiate_plainly(data_cfg.field_maker)
+    return np.concatenate([np.rint(field_maker.views(split).images * 255).astype(np.uint8)
+                           for split in ("train", "val", "test")])
+
+
+def evaluate_render_sets(cfg: DictConfig) -> None:
+    """FID / KID of the test renders of evaluated scene runs (`renders=[DIR, ...]`, each an evaluate.py output of one
+    scene's checkpoint) against every view of those scenes (DietNeRF Table 4.1: 8 x 25 renders vs 3200 views;
+    torch-fidelity's KID subsets of 200 there: kid_subset_size=200)."""
+    renders, reference, scenes = [], [], []
+    for run_dir in map(Path, cfg.renders):
+        record = read_metrics(run_dir)
+        pictures = sorted((run_dir / "renders").glob("*.png"))
+        if "checkpoint" not in record or not pictures:
+            raise ValueError(f"{run_dir} is no evaluated scene run (metrics.json naming its checkpoint, renders/*.png):"
+                             " write it with `python experiments/evaluate.py ckpt_path=... output_dir=DIR`")
+        data_cfg = (read_checkpoint(record["checkpoint"]).get("fieldgen_config") or {}).get("data")
+        if not data_cfg or "scene" not in data_cfg:
+            raise ValueError(f"{record['checkpoint']} (of {run_dir}) holds no scene's data config: renders= scores "
+                             "runs of scene methods (nerf, dietnerf)")
+        renders += [np.asarray(Image.open(path).convert("RGB")) for path in pictures]
+        reference.append(scene_images(data_cfg))
+        scenes.append(record["dataset"])
+    metrics = list(cfg.metrics) if cfg.metrics is not None else ["fid", "kid"]
+    reference = np.concatenate(reference)
+    renders = np.stack(renders)
+    scores = score_samples(renders, scenes[0], metrics, cfg.extractor, reference_images=reference,
+                           kid_subsets=cfg.kid_subsets, kid_subset_size=min(cfg.kid_subset_size, len(renders)),
+                           seed=cfg.seed, extractor_kwargs=cfg.extractor_kwargs)
+    write_metrics(scores, cfg.output_dir, dataset="+".join(scenes), renders=[str(d) for d in cfg.renders],
+                  num_renders=len(renders), num_reference=len(reference))
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     if cfg.compare:
         compare_runs(list(cfg.compare), cfg.output_dir)
     elif cfg.samples:
         evaluate_samples_file(cfg)
+    elif cfg.renders:
+        evaluate_render_sets(cfg)
     elif cfg.ckpt_path:
         evaluate_checkpoint(cfg)
     else:
-        raise ValueError("give ckpt_path=..., samples=... data=..., or compare=[...]")
+        raise ValueError("give ckpt_path=..., samples=... data=..., compare=[...] or renders=[...]")
     log.info("wrote %s", Path(cfg.output_dir).resolve())
 
 
