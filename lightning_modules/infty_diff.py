@@ -34,6 +34,12 @@ class InftyDiff(DiffusionMethod):
     mollifier_std: the blur std in training-resolution pixels (the paper's "variance 1.0"); inv_snr: the Wiener
         filter's default (official 0.05; per call: sample(inv_snr=...)).
     guidance_scale: lambda of reconstruction guidance (Ho et al. 2022) for completion and super-resolution.
+
+    Diffusion autoencoder (the paper's headline runs, `net.latent_dim` > 0): the encoder reads the clean image at a
+    fresh, independent pixel subset; decoder and encoder train jointly, their gradients clipped separately
+    (official), and the EMA callback averages the encoder with the decoder (the official code keeps no encoder EMA).
+    Unconditional samples then need latents from the latent DDPM (`InftyDiffLatent`); `reconstruct` decodes the
+    latent of given images at any resolution.
     """
 
     method_name = "infty_diff"
@@ -94,32 +100,84 @@ class InftyDiff(DiffusionMethod):
             points = self.domain.from_dense(dense)
             return torch.gather(points, 1, index.unsqueeze(-1).expand(-1, -1, points.shape[-1]))
 
+        z = None
+        if self.net.latent_dim:  # the encoder's own subset of the clean image, drawn independently (official)
+            z = self.encode_points(x0, self.point_subset.draw(x0.shape[0], self.domain.num_points, x0.device))
+
         def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.net(x_t, index, shape, t)
+            return self.net(x_t, index, shape, t, z)
 
         return self.diffusion.training_losses(denoise, x0, self.sample_timesteps(x0.shape[0]), subset=subset)
 
+    def encode_points(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The autoencoder's z of dense clean images (B, C, H, W) read at lattice `index` (B, m)."""
+        points = images.flatten(2).transpose(1, 2)
+        values = torch.gather(points, 1, index.unsqueeze(-1).expand(-1, -1, points.shape[-1]))
+        return self.net.encode(values, index, tuple(images.shape[-2:]))
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """With an encoder, decoder and encoder gradients are clipped each to the norm (official train loop)."""
+        if self.net.encoder is None or not gradient_clip_val:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        encoder = set(map(id, self.net.encoder.parameters()))
+        decoder = [p for p in self.parameters() if id(p) not in encoder]
+        for group in (list(self.net.encoder.parameters()), decoder):
+            torch.nn.utils.clip_grad_norm_(group, gradient_clip_val)
+
     # ---- sampling --------------------------------------------------------------------------------------------------
-    def dense_denoiser(self, domain: Domain) -> Callable:
-        """The network on every pixel of `domain`'s grid, as a map of dense (B, C, H, W) tensors."""
+    def dense_denoiser(self, domain: Domain, z: Optional[torch.Tensor] = None) -> Callable:
+        """The network on every pixel of `domain`'s grid, as a map of dense (B, C, H, W) tensors (conditioned on
+        the autoencoder's z when it has one)."""
         index = torch.arange(domain.num_points, device=self.device)
 
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            values = self.net(domain.from_dense(x), index.expand(x.shape[0], -1), domain.shape, t)
+            values = self.net(domain.from_dense(x), index.expand(x.shape[0], -1), domain.shape, t, z)
             return domain.to_dense(values, domain.shape)
 
         return denoise
 
+    def _latents(self, latents: Optional[torch.Tensor], num_samples: int) -> Optional[torch.Tensor]:
+        if not self.net.latent_dim:
+            if latents is not None:
+                raise ValueError("latents were given, but this model has no autoencoder (method.net.latent_dim=0)")
+            return None
+        if latents is None:
+            raise ValueError("a diffusion autoencoder's samples need latents z: train its latent DDPM "
+                             "(experiment=infty_diff_latent_* method.autoencoder_ckpt=THIS_CHECKPOINT) and sample "
+                             "that checkpoint, or pass latents= (reconstruct() encodes given images)")
+        if latents.shape != (num_samples, self.net.latent_dim):
+            raise ValueError(f"latents must be ({num_samples}, {self.net.latent_dim}), got {tuple(latents.shape)}")
+        return latents.to(self.device)
+
     @torch.no_grad()
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, resolution=None,
-               progress: bool = False, inv_snr: Optional[float] = None, **sampler_overrides) -> FieldBatch:
-        """Wiener-deblurred samples on `resolution` (any; default the training one)."""
+               progress: bool = False, inv_snr: Optional[float] = None, latents: Optional[torch.Tensor] = None,
+               **sampler_overrides) -> FieldBatch:
+        """Wiener-deblurred samples on `resolution` (any; default the training one); with the autoencoder, decoded
+        from `latents` (B, latent_dim)."""
+        z = self._latents(latents, num_samples)
         domain = self.sampling_domain(resolution)
         shape = (num_samples, self.signal_dim, *domain.shape)
-        x0 = self.run_sampler(self.dense_denoiser(domain), shape, generator=generator, progress=progress,
+        x0 = self.run_sampler(self.dense_denoiser(domain, z), shape, generator=generator, progress=progress,
                               process=(domain.shape, self.inv_snr if inv_snr is None else inv_snr),
                               **sampler_overrides)
         return FieldBatch.from_dense(x0.clamp(-1, 1), domain)
+
+    @torch.no_grad()
+    def encode(self, fields: FieldBatch) -> torch.Tensor:
+        """The autoencoder's z (B, latent_dim) of training-resolution fields, read at every pixel."""
+        if fields.domain.shape != self.domain.shape:
+            raise ValueError(f"the encoder reads fields at the training resolution {list(self.domain.shape)}, got "
+                             f"{list(fields.domain.shape)}")
+        index = torch.arange(self.domain.num_points, device=self.device).expand(fields.values.shape[0], -1)
+        return self.encode_points(fields.to_dense().to(self.device), index)
+
+    @torch.no_grad()
+    def reconstruct(self, fields: FieldBatch, resolution=None, generator: Optional[torch.Generator] = None,
+                    progress: bool = False, **sampler_overrides) -> FieldBatch:
+        """Encode training-resolution fields and decode their z at `resolution` (official generate_recons)."""
+        return self.sample(fields.values.shape[0], generator=generator, resolution=resolution, progress=progress,
+                           latents=self.encode(fields), **sampler_overrides)
 
     def guided(self, denoise: Callable, measure: Callable, target: torch.Tensor, scale: float) -> Callable:
         """Reconstruction guidance (Ho et al. 2022, the paper's inpainting): the estimate of T x0 is moved against
@@ -154,7 +212,14 @@ class InftyDiff(DiffusionMethod):
         x = fields.to_dense()
         mask = domain.to_dense(observed.unsqueeze(-1).to(x.dtype))
         target = mask * self.diffusion.operator(x)
-        denoise = self.guided(self.dense_denoiser(domain), lambda estimate: mask * estimate, target,
+        z = None
+        if self.net.latent_dim:  # the encoder reads the observed pixels only (it takes any lattice subset)
+            counts = observed.sum(1)
+            if bool((counts != counts[0]).any()):
+                raise ValueError("completion with the autoencoder needs the same number of observed pixels per field")
+            index = torch.nonzero(observed.to(self.device), as_tuple=True)[1].view(observed.shape[0], -1)
+            z = self.encode_points(x.to(self.device), index)
+        denoise = self.guided(self.dense_denoiser(domain, z), lambda estimate: mask * estimate, target,
                               self.guidance_scale if guidance_scale is None else guidance_scale)
         sample = self.run_sampler(denoise, tuple(x.shape), generator=generator, progress=progress,
                                   process=(domain.shape, self.inv_snr), **sampler_overrides).clamp(-1, 1)
@@ -170,9 +235,27 @@ class InftyDiff(DiffusionMethod):
         low = self.domain.at_resolution(tuple(images.shape[-2:]))
         domain = self.sampling_domain(low.shape[0] * factor)
         target = GaussianBlur(low.shape, self.mollifier_std * low.shape[0] / self.domain.shape[0])(images)
-        denoise = self.guided(self.dense_denoiser(domain), lambda estimate: F.avg_pool2d(estimate, factor), target,
+        denoise = self.guided(self.dense_denoiser(domain, self._encode_low_resolution(images)),
+                              lambda estimate: F.avg_pool2d(estimate, factor), target,
                               self.guidance_scale if guidance_scale is None else guidance_scale)
         shape = (images.shape[0], self.signal_dim, *domain.shape)
         sample = self.run_sampler(denoise, shape, generator=generator, progress=progress,
                                   process=(domain.shape, self.inv_snr), **sampler_overrides)
         return FieldBatch.from_dense(sample.clamp(-1, 1), domain)
+
+    def _encode_low_resolution(self, images: torch.Tensor) -> Optional[torch.Tensor]:
+        """The autoencoder's z of low-resolution images (B, C, h, w): their pixels read as the regular subset of
+        the training lattice at the centres of the s x s blocks they average, s = H_train / h (the paper passes the
+        low-resolution image through the encoder)."""
+        if not self.net.latent_dim:
+            return None
+        height, width = self.domain.shape
+        stride = height // images.shape[-2]
+        if stride * images.shape[-2] != height or stride * images.shape[-1] != width:
+            raise ValueError(f"the encoder reads a low-resolution image as a subset of the {height}x{width} training "
+                             f"lattice: its size {list(images.shape[-2:])} must divide it")
+        rows = torch.arange(images.shape[-2], device=self.device) * stride + stride // 2
+        cols = torch.arange(images.shape[-1], device=self.device) * stride + stride // 2
+        index = (rows[:, None] * width + cols[None, :]).reshape(1, -1).expand(images.shape[0], -1)
+        values = images.to(self.device).flatten(2).transpose(1, 2)
+        return self.net.encode(values, index, self.domain.shape)

@@ -69,10 +69,12 @@ class SparseConvResBlock(nn.Module):
     encoder) there is neither normalisation nor modulation, as in the official code.
 
     depthwise: the paper's depthwise kernel (false: Table 2's "Regular Convs", C x C per offset); kernel "linear"
-    (Eq. 20) or "nonlinear" (Table 2's spatially nonlinear kernel: conv -> GELU -> conv, each normalised)."""
+    (Eq. 20) or "nonlinear" (Table 2's spatially nonlinear kernel: conv -> GELU -> conv, each normalised);
+    latent_dim > 0: the diffusion autoencoder's latent z scales both modulated inputs by (1 + MLP(z)) (official)."""
 
     def __init__(self, channels: int, kernel_size: int, emb_channels: Optional[int], mlp_mult: int = 2,
-                 mlp_layers: int = 2, skip: bool = False, depthwise: bool = True, kernel: str = "linear"):
+                 mlp_layers: int = 2, skip: bool = False, depthwise: bool = True, kernel: str = "linear",
+                 latent_dim: int = 0):
         super().__init__()
         check_kernel_size(kernel_size, "method.net.kernel_size")
         if mlp_layers < 2:
@@ -96,22 +98,27 @@ class SparseConvResBlock(nn.Module):
             self.norms = nn.ModuleList([nn.LayerNorm(channels) for _ in range(2)])
             self.films = nn.ModuleList([nn.Sequential(nn.GELU(), nn.Linear(emb_channels, 2 * channels))
                                         for _ in range(2)])
+        self.latent_scales = nn.ModuleList([
+            nn.Sequential(nn.Linear(latent_dim, channels), nn.GELU(), nn.Linear(channels, channels))
+            for _ in range(2)]) if latent_dim else None
 
-    def _modulate(self, x: Tensor, emb: Optional[Tensor], which: int) -> Tensor:
+    def _modulate(self, x: Tensor, emb: Optional[Tensor], z: Optional[Tensor], which: int) -> Tensor:
         if not self.conditioned:
             return x
         scale, shift = self.films[which](emb).unsqueeze(1).chunk(2, dim=-1)
-        return self.norms[which](x) * (1 + scale) + shift
+        x = self.norms[which](x) * (1 + scale) + shift
+        return x if self.latent_scales is None else x * (1 + self.latent_scales[which](z).unsqueeze(1))
 
-    def forward(self, x: Tensor, emb: Optional[Tensor], conv, skip: Optional[Tensor] = None) -> Tensor:
-        """x (B, m, C); conv(h, weight) -> the normalised sparse convolution of h at these points."""
+    def forward(self, x: Tensor, emb: Optional[Tensor], conv, skip: Optional[Tensor] = None,
+                z: Optional[Tensor] = None) -> Tensor:
+        """x (B, m, C); conv(h, weight) -> the normalised sparse convolution of h at these points; z (B, latent)."""
         if self.skip is not None:
             x = self.skip(torch.cat([x, skip], dim=-1))
-        h = conv(self._modulate(x, emb, 0), self.weights[0])
+        h = conv(self._modulate(x, emb, z, 0), self.weights[0])
         for weight in self.weights[1:]:
             h = conv(F.gelu(h), weight)
         x = x + h
-        return x + self.mlp(self._modulate(x, emb, 1))
+        return x + self.mlp(self._modulate(x, emb, z, 1))
 
 
 class SpectralConv2d(nn.Module):
@@ -154,6 +161,47 @@ class FNOGrid(nn.Module):
         return x
 
 
+class UNetEncoder(UNet):
+    """The grid U-Net's down path and middle (the DiffAE encoder's grid part, official UNOEncoder), mean-pooled over
+    the grid: (B, C, G, G) -> (B, C_middle). Unconditioned: the time embedding of t = 0 is a learned bias."""
+
+    def __init__(self, **unet):
+        super().__init__(out_channels=1, **unet)
+        del self.output_blocks, self.out
+        self.out_channels = self.middle_block[-1].out_layers[-1].out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = torch.zeros(x.shape[0], device=x.device)
+        emb = self.time_embed(timestep_embedding(t, self.base_channels).to(x.dtype))
+        for block in self.input_blocks:
+            x = block(x, emb)
+        return self.middle_block(x, emb).mean(dim=(-2, -1))
+
+
+class SparseEncoder(nn.Module):
+    """The diffusion autoencoder's encoder (Sec. 5 "the first half of our proposed architecture", official
+    SparseEncoder): clean values at lattice points -> linear -> unconditioned sparse blocks -> k-NN to the grid ->
+    U-Net down path and middle -> mean pool -> MLP -> z (B, latent_dim)."""
+
+    def __init__(self, signal_dim: int, latent_dim: int, channels: int, num_blocks: int, block: dict,
+                 grid_size: int, grid_channels: int, grid: Optional[dict], knn: int):
+        super().__init__()
+        self.grid_size, self.knn = grid_size, knn
+        self.linear_in = nn.Linear(signal_dim, channels)
+        self.blocks = nn.ModuleList([SparseConvResBlock(channels, emb_channels=None, **block)
+                                     for _ in range(num_blocks)])
+        self.to_grid = nn.Linear(channels, grid_channels)
+        self.grid = UNetEncoder(in_channels=grid_channels, image_size=grid_size, **(grid or {}))
+        self.to_latent = nn.Sequential(nn.Linear(self.grid.out_channels, latent_dim), nn.GELU(),
+                                       nn.Linear(latent_dim, latent_dim))
+
+    def forward(self, values: Tensor, coords: Tensor, conv) -> Tensor:
+        x = self.linear_in(values)
+        for block in self.blocks:
+            x = block(x, None, conv)
+        return self.to_latent(self.grid(knn_to_grid(self.to_grid(x), coords, self.grid_size, self.knn)))
+
+
 class SparseUNO(nn.Module):
     """f_theta(x_t(c), t) at lattice points c: (official `SparseUNet`)
 
@@ -163,25 +211,33 @@ class SparseUNO(nn.Module):
 
     train_size: the training lattice side H_train (kernels are sized in its pixels); grid_type: "unet" (`grid`:
     `networks.unet.UNet` arguments) or "fno" (the spectral ablation; `fno`: `FNOGrid` arguments); depthwise, kernel:
-    see SparseConvResBlock.
+    see SparseConvResBlock. latent_dim > 0 adds the diffusion autoencoder's `encoder` (SparseEncoder, same sizes,
+    `grid` U-Net) whose z (`encode`) every sparse block of the denoiser is conditioned on.
     """
 
     def __init__(self, signal_dim: int, out_dim: int, train_size: int, channels: int = 64, num_blocks: int = 3,
                  kernel_size: int = 7, mlp_mult: int = 2, mlp_layers: int = 2, time_channels: int = 256,
                  grid_size: int = 128, grid_channels: int = 128, grid_type: str = "unet", grid: Optional[dict] = None,
                  fno: Optional[dict] = None, knn: int = 3, backend: str = "dense_scatter",
-                 legacy_grid_sample: bool = False, depthwise: bool = True, kernel: str = "linear"):
+                 legacy_grid_sample: bool = False, depthwise: bool = True, kernel: str = "linear",
+                 latent_dim: int = 0):
         super().__init__()
+        if latent_dim < 0:
+            raise ValueError(f"method.net.latent_dim={latent_dim} must be >= 0 (0: no diffusion autoencoder)")
+        self.latent_dim = latent_dim
         self.train_size, self.kernel_size = train_size, check_kernel_size(kernel_size, "method.net.kernel_size")
         self.grid_size, self.knn, self.backend = grid_size, knn, backend
         self.legacy_grid_sample, self.time_channels = legacy_grid_sample, time_channels
         self.linear_in = nn.Linear(signal_dim, channels)
         self.time_embed = nn.Sequential(nn.Linear(time_channels, time_channels), nn.GELU(),
                                         nn.Linear(time_channels, time_channels))
-        block = dict(channels=channels, kernel_size=kernel_size, emb_channels=time_channels, mlp_mult=mlp_mult,
-                     mlp_layers=mlp_layers, depthwise=depthwise, kernel=kernel)
-        self.down = nn.ModuleList([SparseConvResBlock(**block) for _ in range(num_blocks)])
-        self.up = nn.ModuleList([SparseConvResBlock(**block, skip=True) for _ in range(num_blocks)])
+        block = dict(kernel_size=kernel_size, mlp_mult=mlp_mult, mlp_layers=mlp_layers, depthwise=depthwise,
+                     kernel=kernel)
+        conditioned = dict(block, channels=channels, emb_channels=time_channels, latent_dim=latent_dim)
+        self.down = nn.ModuleList([SparseConvResBlock(**conditioned) for _ in range(num_blocks)])
+        self.up = nn.ModuleList([SparseConvResBlock(**conditioned, skip=True) for _ in range(num_blocks)])
+        self.encoder = SparseEncoder(signal_dim, latent_dim, channels, num_blocks, block, grid_size, grid_channels,
+                                     grid, knn) if latent_dim else None
         self.to_grid = nn.Linear(channels, grid_channels)
         self.from_grid = nn.Linear(grid_channels, channels)
         if grid_type == "unet":
@@ -193,24 +249,41 @@ class SparseUNO(nn.Module):
             raise ValueError(f"unknown method.net.grid_type {grid_type!r}; valid: unet, fno")
         self.linear_out = nn.Linear(channels, out_dim)
 
-    def forward(self, values: Tensor, index: Tensor, shape: tuple[int, int], t: Tensor) -> Tensor:
-        """values (B, m, signal_dim) at lattice `index` (B, m) of an H x W lattice; t (B,) -> (B, m, out_dim)."""
+    def _conv(self, index: Tensor, shape: tuple[int, int], dtype: torch.dtype):
+        """conv(h, weight): the normalised sparse convolution at these points, kernels resized to this lattice."""
         ratio = shape[0] / self.train_size
         size = resized_kernel_size(self.kernel_size, ratio)
-        normaliser = support_normaliser(index, shape, size, self.kernel_size).to(values.dtype)
+        normaliser = support_normaliser(index, shape, size, self.kernel_size).to(dtype)
 
         def conv(h: Tensor, weight: Tensor) -> Tensor:
             return sparse_conv(h, index, shape, resize_kernel(weight, ratio), self.backend) / normaliser
 
+        return conv
+
+    def encode(self, values: Tensor, index: Tensor, shape: tuple[int, int]) -> Tensor:
+        """The latent z (B, latent_dim) of clean values (B, m, signal_dim) at lattice `index` (B, m)."""
+        if self.encoder is None:
+            raise ValueError("this network has no encoder (method.net.latent_dim=0); set latent_dim > 0 to train "
+                             "the diffusion autoencoder")
+        return self.encoder(values, lattice_coords(index, shape), self._conv(index, shape, values.dtype))
+
+    def forward(self, values: Tensor, index: Tensor, shape: tuple[int, int], t: Tensor,
+                z: Optional[Tensor] = None) -> Tensor:
+        """values (B, m, signal_dim) at lattice `index` (B, m) of an H x W lattice; t (B,); z (B, latent_dim) when
+        latent_dim > 0 -> (B, m, out_dim)."""
+        if (z is None) != (self.latent_dim == 0):
+            raise ValueError(f"the denoiser with latent_dim={self.latent_dim} takes "
+                             f"{'a latent z (B, latent_dim)' if self.latent_dim else 'no latent z'}")
+        conv = self._conv(index, shape, values.dtype)
         emb = self.time_embed(timestep_embedding(t, self.time_channels).to(values.dtype))
         x = self.linear_in(values)
         skips = []
         for block in self.down:
-            x = block(x, emb, conv)
+            x = block(x, emb, conv, z=z)
             skips.append(x)
         coords = lattice_coords(index, shape)
         grid = self.grid(knn_to_grid(self.to_grid(x), coords, self.grid_size, self.knn), t)
         x = self.from_grid(grid_to_points(grid, coords, self.legacy_grid_sample))
         for block in self.up:
-            x = block(x, emb, conv, skips.pop())
+            x = block(x, emb, conv, skips.pop(), z=z)
         return self.linear_out(x)

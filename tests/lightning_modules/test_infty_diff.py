@@ -34,8 +34,8 @@ def test_the_loss_is_on_a_quarter_of_the_pixels_of_the_mollified_process():
     module = make()
     seen = []
     net_forward = module.net.forward
-    module.net.forward = lambda values, index, shape, t: seen.append((values, index, shape)) or net_forward(
-        values, index, shape, t)
+    module.net.forward = lambda values, index, shape, t, z: seen.append((values, index, shape)) or net_forward(
+        values, index, shape, t, z)
     losses = module.compute_losses(digits_batch())
     values, index, shape = seen[0]
     assert values.shape == (4, 16, 1) and shape == (8, 8)
@@ -143,3 +143,58 @@ def test_bad_settings_are_refused_at_config_time():
         make(net={**NET, "kernel_size": 4})
     with pytest.raises(ValueError, match="square images"):
         make(domain=dict(_target_="datamodules.fields.Grid", shape=[8, 12]))
+
+
+def autoencoder(**overrides):
+    return make(net={**NET, "latent_dim": 6}, **overrides)
+
+
+def test_the_autoencoder_encodes_its_own_subset_and_trains_jointly_with_separate_clipping():
+    module = autoencoder().train()
+    seen = []
+    encode = module.net.encode
+    module.net.encode = lambda values, index, shape: seen.append(index) or encode(values, index, shape)
+    losses = module.compute_losses(digits_batch())
+    (encoder_index,) = seen
+    assert encoder_index.shape == (4, 16) and all(len(set(row.tolist())) == 16 for row in encoder_index)
+    losses["loss"].mean().backward()
+    assert all(p.grad is not None for p in module.net.encoder.parameters())
+    for p in module.parameters():
+        if p.grad is not None:
+            p.grad.mul_(1e4)
+    module.configure_gradient_clipping(None, gradient_clip_val=1.0)
+    encoder = list(module.net.encoder.parameters())
+    decoder = [p for p in module.parameters() if all(p is not q for q in encoder) and p.grad is not None]
+    for group in (encoder, decoder):
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in group]))
+        assert abs(norm.item() - 1.0) < 1e-3
+
+
+@pytest.mark.parametrize("resolution", [None, 16])
+def test_the_autoencoder_decodes_latents_and_reconstructions_at_any_resolution(resolution):
+    module = autoencoder()
+    with pytest.raises(ValueError, match="need latents z: train its latent DDPM"):
+        module.sample(2)
+    fields = digits_batch(2)
+    z = module.encode(fields)
+    assert z.shape == (2, 6)
+    size = resolution or 8
+    decoded = module.sample(2, generator=torch.Generator().manual_seed(0), resolution=resolution, latents=z)
+    again = module.reconstruct(fields, resolution=resolution, generator=torch.Generator().manual_seed(0))
+    assert decoded.domain.shape == (size, size) and torch.equal(decoded.values, again.values)
+    other = module.sample(2, generator=torch.Generator().manual_seed(0), resolution=resolution, latents=z + 1)
+    assert not torch.allclose(decoded.values, other.values)  # the decoder reads z
+
+
+def test_the_autoencoder_completes_from_the_observed_pixels_and_super_resolves_low_resolution_images():
+    module = autoencoder()
+    fields = digits_batch(2)
+    observed = torch.zeros(2, 64, dtype=torch.bool)
+    observed[:, :32] = True
+    completed = module.complete(fields, observed, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(completed.values[:, :32], fields.values[:, :32])
+    low = torch.nn.functional.avg_pool2d(fields.to_dense(), 2)
+    high = module.super_resolve(low, 4, generator=torch.Generator().manual_seed(0))
+    assert high.domain.shape == (16, 16) and torch.isfinite(high.values).all()
+    with pytest.raises(ValueError, match="must divide it"):
+        module.super_resolve(torch.zeros(1, 1, 3, 3), 2)

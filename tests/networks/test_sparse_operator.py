@@ -98,5 +98,14 @@ def test_bad_settings_are_refused():
         tiny_net(grid_type="mlp")
     with pytest.raises(ValueError, match="unknown method.net.kernel 'quadratic'"):
         tiny_net(kernel="quadratic")
+    with pytest.raises(ValueError, match="method.net.latent_dim=-1 must be >= 0"):
+        tiny_net(latent_dim=-1)
+    index = torch.arange(64)[None]
+    with pytest.raises(ValueError, match="latent_dim=4 takes a latent z"):
+        tiny_net(latent_dim=4)(torch.zeros(1, 64, 1), index, (8, 8), torch.tensor([0]))
+    with pytest.raises(ValueError, match="latent_dim=0 takes no latent z"):
+        tiny_net()(torch.zeros(1, 64, 1), index, (8, 8), torch.tensor([0]), torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="has no encoder"):
+        tiny_net().encode(torch.zeros(1, 64, 1), index, (8, 8))
     with pytest.raises(ValueError, match="k=3 needs at least 3 points"):
         knn_to_grid(torch.zeros(1, 2, 1), torch.zeros(1, 2, 2), 4, 3)
