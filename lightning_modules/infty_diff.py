@@ -19,6 +19,7 @@ from datamodules.fields import Domain, FieldBatch
 from datamodules.points import HaltonSubset, PointSubset
 from evaluation.protocol import Capabilities
 from lightning_modules.base import DomainNotSupportedError
+from lightning_modules.checkpointing import load_method
 from lightning_modules.diffusion import GaussianDiffusion
 from lightning_modules.diffusion.mollifier import GaussianBlur, WienerDeblur
 from lightning_modules.diffusion_method import DiffusionMethod
@@ -259,3 +260,107 @@ class InftyDiff(DiffusionMethod):
         index = (rows[:, None] * width + cols[None, :]).reshape(1, -1).expand(images.shape[0], -1)
         values = images.to(self.device).flatten(2).transpose(1, 2)
         return self.net.encode(values, index, self.domain.shape)
+
+
+class InftyDiffLatent(DiffusionMethod):
+    """Stage 2 of ∞-Diff's diffusion autoencoder (official train_latent_diffusion.py, DiffAE's latent DDPM): a DDPM
+    over the frozen stage-1 encoder's latents, normalised per dimension; samples decode its latents with the
+    stage-1 decoder at any resolution.
+
+    autoencoder: the stage-1 `InftyDiff` method config (net.latent_dim > 0), rebuilt here; autoencoder_ckpt: its
+    trained checkpoint, whose EMA weights are loaded when training starts from scratch (the weights then live in
+    this module's checkpoints); net: `networks.latent_mlp.MLPSkipNet` arguments (latent_dim comes from the
+    autoencoder). The loss is DiffAE's L1 on eps. Latent statistics (mean and std per dimension, fp32) are taken
+    once over the training set and its horizontal flips before the first step (`configure_model`, so the EMA copy
+    holds them). Sampler overrides of `sample` apply to the image decoder; the latent chain keeps `sampler`.
+    """
+
+    structural_hparams = ("domain", "signal_dim", "net", "diffusion", "autoencoder")
+
+    def __init__(self, autoencoder: dict, net: dict, autoencoder_ckpt: Optional[str] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        self.autoencoder: InftyDiff = instantiate(autoencoder, domain=self.domain.spec(), signal_dim=self.signal_dim,
+                                                  num_levels=self.num_levels, _recursive_=False)
+        latent_dim = self.autoencoder.net.latent_dim
+        if not latent_dim:
+            raise ValueError("the latent DDPM needs a diffusion autoencoder: set method.autoencoder.net.latent_dim "
+                             "> 0 (the paper's 1024), as in the stage-1 run")
+        self.autoencoder.requires_grad_(False)
+        self.net = instantiate(net, latent_dim=latent_dim)
+        self.register_buffer("latent_mean", torch.zeros(latent_dim))
+        self.register_buffer("latent_std", torch.zeros(latent_dim))  # 0: not yet measured
+        self.autoencoder_ckpt = autoencoder_ckpt
+        if autoencoder_ckpt is not None:
+            self._load_autoencoder(autoencoder_ckpt)
+
+    def _load_autoencoder(self, path: str) -> None:
+        trained = load_method(path, use_ema=True)
+        if not isinstance(trained, InftyDiff) or trained.net.latent_dim != self.autoencoder.net.latent_dim:
+            raise ValueError(f"method.autoencoder_ckpt={path} is not a stage-1 ∞-Diff autoencoder with "
+                             f"latent_dim={self.autoencoder.net.latent_dim}; train one with the same method.autoencoder "
+                             "settings")
+        try:
+            self.autoencoder.load_state_dict(trained.state_dict())
+        except RuntimeError as err:
+            raise ValueError(f"method.autoencoder_ckpt={path} does not fit method.autoencoder (train stage 2 with "
+                             f"the stage-1 run's method settings): {err}") from err
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["hyper_parameters"]["autoencoder_ckpt"] = None  # its weights are in this state dict
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.autoencoder.eval()  # frozen: no dropout in the encoder while the latent DDPM trains
+        return self
+
+    def configure_model(self) -> None:
+        """Latent statistics over the training set and its flips, once (before the EMA callback copies us)."""
+        if bool((self.latent_std > 0).all()) or self._trainer is None or self.trainer.datamodule is None:
+            return
+        if self.autoencoder_ckpt is None:
+            raise ValueError("training the latent DDPM needs the stage-1 weights: method.autoencoder_ckpt=PATH")
+        total, squares, count = 0.0, 0.0, 0
+        for batch in self.trainer.datamodule.train_dataloader():
+            dense = batch.to_dense().to(self.device)
+            for images in (dense, dense.flip(-1)):
+                z = self.autoencoder.encode(FieldBatch.from_dense(images, self.domain)).double()
+                total, squares, count = total + z.sum(0), squares + z.pow(2).sum(0), count + z.shape[0]
+        mean = total / count
+        std = (squares / count - mean.pow(2)).clamp(min=0).sqrt()
+        self.latent_mean.copy_(mean.float())
+        self.latent_std.copy_(std.clamp(min=1e-6).float())
+
+    def compute_losses(self, batch: FieldBatch) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            z = (self.autoencoder.encode(batch) - self.latent_mean) / self.latent_std
+        t = self.sample_timesteps(z.shape[0])
+        noise = torch.randn_like(z)
+        error = (self.net(self.diffusion.q_sample(z, t, noise), t) - noise).abs().mean(-1)
+        return {"loss": error, "l1": error}
+
+    @torch.no_grad()
+    def sample_latents(self, num_samples: int, generator: Optional[torch.Generator] = None,
+                       progress: bool = False) -> torch.Tensor:
+        """z (num_samples, latent_dim) from the latent DDPM, de-normalised."""
+        if not bool((self.latent_std > 0).all()):
+            raise ValueError("this latent DDPM has no latent statistics yet (train it first)")
+        normalised = self.run_sampler(lambda z, t: self.net(z, t), (num_samples, self.net.out.out_features),
+                                      generator=generator, progress=progress)
+        return normalised * self.latent_std + self.latent_mean
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, resolution=None,
+               progress: bool = False, **decoder_overrides) -> FieldBatch:
+        """Latents from the latent DDPM, decoded by the stage-1 decoder at `resolution` (any)."""
+        return self.autoencoder.sample(num_samples, generator=generator, resolution=resolution, progress=progress,
+                                       latents=self.sample_latents(num_samples, generator, progress),
+                                       **decoder_overrides)
+
+
+# Stage 2 stays out of the method registry (whose contract trains each method from its own tiny run: this one
+# trains only on a stage-1 checkpoint; tests/experiments/test_infty_diff_autoencoder.py runs both stages) and
+# reports itself as ∞-Diff.
+InftyDiffLatent.method_name = InftyDiff.method_name
+InftyDiffLatent.capabilities = Capabilities(domains=("grid2d",), resolution_free=True)

@@ -198,3 +198,26 @@ def test_the_autoencoder_completes_from_the_observed_pixels_and_super_resolves_l
     assert high.domain.shape == (16, 16) and torch.isfinite(high.values).all()
     with pytest.raises(ValueError, match="must divide it"):
         module.super_resolve(torch.zeros(1, 1, 3, 3), 2)
+
+
+def test_the_latent_ddpm_refuses_an_autoencoder_without_latents_and_untrained_statistics():
+    from lightning_modules.infty_diff import InftyDiffLatent
+    from networks.latent_mlp import MLPSkipNet
+
+    stage1 = dict(_target_="lightning_modules.infty_diff.InftyDiff", net=NET, diffusion=DIFFUSION,
+                  sampler=dict(name="ddim", steps=5), point_subset=dict(count=0.25),
+                  optimizer=dict(_target_="torch.optim.Adam", lr=1e-3))
+    settings = dict(domain=dict(_target_="datamodules.fields.Grid", shape=[8, 8]), signal_dim=1, num_levels=17,
+                    optimizer=dict(_target_="torch.optim.AdamW", lr=1e-4), sampler=dict(name="ancestral"),
+                    diffusion={**DIFFUSION, "schedule": "constant", "beta_end": 0.008},
+                    net=dict(_target_="networks.latent_mlp.MLPSkipNet", num_layers=3, hidden=8, time_channels=8))
+    with pytest.raises(ValueError, match="needs a diffusion autoencoder: set method.autoencoder.net.latent_dim"):
+        InftyDiffLatent(autoencoder=stage1, **settings)
+    module = InftyDiffLatent(autoencoder={**stage1, "net": {**NET, "latent_dim": 6}}, **settings)
+    assert isinstance(module.net, MLPSkipNet) and not any(p.requires_grad for p in module.autoencoder.parameters())
+    with pytest.raises(ValueError, match="no latent statistics yet"):
+        module.sample(2)
+    module.latent_std.fill_(2.0)
+    assert module.sample_latents(3, generator=torch.Generator().manual_seed(0)).shape == (3, 6)
+    with pytest.raises(ValueError, match="MLPSkipNet needs at least 2 layers"):
+        MLPSkipNet(6, num_layers=1)
