@@ -57,6 +57,7 @@ class DietNeRF(NeRF):
         jittered_grid(*self.domain.shape, self.semantic["render_size"])  # refuse a render size too large now
         self.semantic_poses = HemispherePoses(**self.semantic.get("poses", {}))
         self._frozen: Optional[tuple[ImageEmbedder, Tensor]] = None  # built at fit start; no part of the checkpoint
+        self._last_semantic: Optional[Tensor] = None
 
     @property
     def encoder(self) -> ImageEmbedder:
@@ -94,6 +95,9 @@ class DietNeRF(NeRF):
         if self.semantic["enabled"] and self.global_step % self.semantic["every"] == 0:
             terms = self.semantic_losses()
             total = sum(terms.values())
-            losses[f"semantic[{self.encoder.name}]"] = total.detach().expand(batch.batch_size)
+            self._last_semantic = total.detach()
             losses["loss"] = losses["loss"] + total
+        if self._last_semantic is not None:  # logged every step (its latest value): the logger writes only every
+            # log_every_n_steps, which a term present every K steps alone would miss
+            losses[f"semantic[{self.encoder.name}]"] = self._last_semantic.expand(batch.batch_size)
         return self.log_losses(losses, batch, "train")

@@ -12,8 +12,13 @@ from lightning_modules.checkpointing import read_checkpoint
 def test_the_fine_tuning_phase_resumes_step_lr_and_adam_state(tmp_path, fake_data_root, monkeypatch):
     monkeypatch.setenv("FIELDGEN_DATA_DIR", str(fake_data_root))
     first = compose_train(tmp_path / "diet", ["experiment=dietnerf_tiny", "test=false", "trainer.max_steps=4",
-                                              "method.lr_decay_steps=10"])
+                                              "method.lr_decay_steps=10", "trainer.log_every_n_steps=2"])
     train(first)
+    # the semantic term (steps 0 and 2) reaches the log, written at steps 1 and 3, with its encoder's name
+    (csv,) = (tmp_path / "diet" / "run" / "csv").glob("*/metrics.csv")
+    header, *rows = [line.split(",") for line in csv.read_text().splitlines()]
+    column = header.index("train/semantic[procnet-untrained]")
+    assert sum(bool(row[column]) for row in rows) == 2
     diet = read_checkpoint(tmp_path / "diet" / "run" / "checkpoints" / "last.ckpt")
     finetune = compose_train(tmp_path / "ft", ["experiment=dietnerf_tiny", "test=false", "trainer.max_steps=6",
                                                "method.lr_decay_steps=10", "method.semantic.enabled=false",
