@@ -4,7 +4,8 @@ Sec. 4.2), depthwise (the paper's) or regular (Table 2's "Regular Convs"), pure 
 Points are given as values (B, m, C) at distinct flat indices (B, m) into an H x W lattice (row-major). The output
 lives at the input points only (a submanifold convolution): out_i = sum_o w_o x_{i + o} over the sampled
 neighbours i + o, with F.conv2d's cross-correlation convention (offset o = (a - k//2, b - k//2) for w[:, :, a, b]).
-A (C, 1, k, k) weight is depthwise, a (C_out, C, k, k) one regular.
+A (C, 1, k, k) weight is depthwise, a (C_out, C, k, k) one regular; `dilation` d spaces the taps d cells apart
+(offsets d o), for points that are a sparse subset of a finer lattice (Table 2's "Sparse Downsample").
 
 Backends (same maths, checked against each other, a dense masked conv and brute force):
 - "dense_scatter" (default): scatter the points into a zero (B, H, W, C) buffer, one dense conv2d in
@@ -76,17 +77,19 @@ def _gather(image: Tensor, index: Tensor) -> Tensor:
     return torch.gather(rows, 1, index.unsqueeze(-1).expand(-1, -1, channels))
 
 
-def _dense_scatter(values: Tensor, index: Tensor, shape: tuple[int, int], weight: Tensor) -> Tensor:
+def _dense_scatter(values: Tensor, index: Tensor, shape: tuple[int, int], weight: Tensor,
+                   dilation: int = 1) -> Tensor:
     image = _scatter(values, index, shape)
-    out = F.conv2d(image, weight, padding=weight.shape[-1] // 2, groups=values.shape[-1] // weight.shape[1])
+    out = F.conv2d(image, weight, padding=dilation * (weight.shape[-1] // 2), dilation=dilation,
+                   groups=values.shape[-1] // weight.shape[1])
     return _gather(out, index)
 
 
-def _kernel_map(values: Tensor, index: Tensor, shape: tuple[int, int], weight: Tensor) -> Tensor:
+def _kernel_map(values: Tensor, index: Tensor, shape: tuple[int, int], weight: Tensor, dilation: int = 1) -> Tensor:
     batch, num_points, channels = values.shape
     height, width = shape
     size = weight.shape[-1]
-    pad = size // 2
+    pad = dilation * (size // 2)
     # each lattice cell's point number in the flattened batch (-1: not sampled), padded so offsets stay in range
     table = torch.full((batch, height + 2 * pad, width + 2 * pad), -1, dtype=torch.long, device=values.device)
     rows, cols = index // width + pad, index % width + pad
@@ -98,7 +101,7 @@ def _kernel_map(values: Tensor, index: Tensor, shape: tuple[int, int], weight: T
     out = points.new_zeros(batch * num_points, weight.shape[0])
     for a in range(size):  # a loop over the k^2 kernel offsets, each vectorised over every point
         for b in range(size):
-            neighbour = table[batch_of, rows + a - pad, cols + b - pad].reshape(-1)
+            neighbour = table[batch_of, rows + dilation * a - pad, cols + dilation * b - pad].reshape(-1)
             present = neighbour >= 0
             targets = flat.reshape(-1)[present]
             taps = weight[:, :, a, b]
@@ -108,7 +111,7 @@ def _kernel_map(values: Tensor, index: Tensor, shape: tuple[int, int], weight: T
 
 
 def sparse_conv(values: Tensor, index: Tensor, shape: tuple[int, int], weight: Tensor,
-                backend: str = "dense_scatter") -> Tensor:
+                backend: str = "dense_scatter", dilation: int = 1) -> Tensor:
     """Convolution of points `values` (B, m, C) at lattice `index` (B, m) of an H x W lattice with `weight`
     (C, 1, k, k) (depthwise) or (C_out, C, k, k) (regular), k odd, no bias: (B, m, C or C_out) at the same points
     (see the module docstring)."""
@@ -121,23 +124,27 @@ def sparse_conv(values: Tensor, index: Tensor, shape: tuple[int, int], weight: T
         raise ValueError(f"a kernel for {channels} channels is ({channels}, 1, k, k) (depthwise) or "
                          f"(C_out, {channels}, k, k) (regular), got {tuple(weight.shape)}")
     check_kernel_size(weight.shape[-1], "the kernel's size")
+    if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
+        raise ValueError(f"dilation={dilation!r} must be an int >= 1")
     if backend == "dense_scatter":
-        return _dense_scatter(values, index, shape, weight)
+        return _dense_scatter(values, index, shape, weight, dilation)
     if backend == "kernel_map":
-        return _kernel_map(values, index, shape, weight)
+        return _kernel_map(values, index, shape, weight, dilation)
     raise ValueError(f"unknown sparse convolution backend {backend!r}; valid: {', '.join(BACKENDS)}")
 
 
-def neighbour_count(index: Tensor, shape: tuple[int, int], kernel_size: int) -> Tensor:
-    """(B, m, 1): how many of the points `index` lie in the k x k window around each of them (itself included)."""
+def neighbour_count(index: Tensor, shape: tuple[int, int], kernel_size: int, dilation: int = 1) -> Tensor:
+    """(B, m, 1): how many of the points `index` lie on the k x k taps (d apart) around each of them (itself
+    included)."""
     check_kernel_size(kernel_size)
     ones = torch.ones(index.shape[0], index.shape[1], 1, device=index.device)
     kernel = torch.ones(1, 1, kernel_size, kernel_size, device=index.device)
-    return _dense_scatter(ones, index, shape, kernel)
+    return _dense_scatter(ones, index, shape, kernel, dilation)
 
 
-def support_normaliser(index: Tensor, shape: tuple[int, int], kernel_size: int, train_kernel_size: int) -> Tensor:
+def support_normaliser(index: Tensor, shape: tuple[int, int], kernel_size: int, train_kernel_size: int,
+                       dilation: int = 1) -> Tensor:
     """The official "norm to avoid edge artefacts": neighbour count in the (resized) window / k_train^2, so that
     conv / normaliser estimates the sum over the k_train^2 cells of a full training-resolution window whatever the
     density (about (k' / k)^2 ~ r^2 on a full grid at r x the training resolution)."""
-    return neighbour_count(index, shape, kernel_size) / train_kernel_size**2
+    return neighbour_count(index, shape, kernel_size, dilation) / train_kernel_size**2

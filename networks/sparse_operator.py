@@ -28,25 +28,32 @@ def lattice_coords(index: Tensor, shape: tuple[int, int]) -> Tensor:
     return torch.stack([(2 * rows + 1) / shape[0] - 1, (2 * cols + 1) / shape[1] - 1], dim=-1).float()
 
 
-def knn_to_grid(values: Tensor, coords: Tensor, grid_size: int, k: int, chunk: int = 1 << 22) -> Tensor:
-    """Points (B, m, C) at coords (B, m, 2) -> a (B, C, G, G) grid: each node is the inverse-squared-distance
-    weighted mean of its k nearest points (PointNet++ Eq. 2; weights without gradient, values with)."""
+def knn_interpolate(values: Tensor, coords: Tensor, queries: Tensor, k: int, chunk: int = 1 << 22) -> Tensor:
+    """Points (B, m, C) at coords (B, m, 2) read at queries (B, q, 2): each query gets the inverse-squared-distance
+    weighted mean of its k nearest points (PointNet++ Eq. 2; weights without gradient, values with): (B, q, C)."""
     batch, num_points, channels = values.shape
     if k > num_points:
         raise ValueError(f"k-NN interpolation with k={k} needs at least {k} points per field, got {num_points}; "
                          f"lower method.net.knn or sample more points")
-    nodes = Grid((grid_size, grid_size)).coords().to(values.device)
     rows_per_chunk = max(1, chunk // max(1, batch * num_points))
     out = []
-    for start in range(0, nodes.shape[0], rows_per_chunk):  # chunks bound the (B, nodes, m) distance table
+    for start in range(0, queries.shape[1], rows_per_chunk):  # chunks bound the (B, queries, m) distance table
         with torch.no_grad():
-            distance = torch.cdist(nodes[start:start + rows_per_chunk].expand(batch, -1, -1), coords) ** 2
+            distance = torch.cdist(queries[:, start:start + rows_per_chunk], coords) ** 2
             nearest, which = distance.topk(k, dim=-1, largest=False)
             weights = 1.0 / nearest.clamp(min=1e-16)
             weights = weights / weights.sum(-1, keepdim=True)
         neighbours = torch.gather(values, 1, which.reshape(batch, -1, 1).expand(-1, -1, channels))
         out.append((neighbours.view(batch, -1, k, channels) * weights.unsqueeze(-1).to(values.dtype)).sum(2))
-    return torch.cat(out, dim=1).transpose(1, 2).reshape(batch, channels, grid_size, grid_size)
+    return torch.cat(out, dim=1)
+
+
+def knn_to_grid(values: Tensor, coords: Tensor, grid_size: int, k: int, chunk: int = 1 << 22) -> Tensor:
+    """Points (B, m, C) at coords (B, m, 2) -> a (B, C, G, G) grid by k-NN interpolation at its nodes."""
+    batch, _, channels = values.shape
+    nodes = Grid((grid_size, grid_size)).coords().to(values.device).expand(batch, -1, -1)
+    grid = knn_interpolate(values, coords, nodes, k, chunk)
+    return grid.transpose(1, 2).reshape(batch, channels, grid_size, grid_size)
 
 
 def grid_to_points(grid: Tensor, coords: Tensor, legacy_grid_sample: bool = False) -> Tensor:
@@ -161,6 +168,49 @@ class FNOGrid(nn.Module):
         return x
 
 
+class SparseDownsampleNet(nn.Module):
+    """Table 2's "Sparse Downsample" (Sec. 5: downsampling by randomly subsetting coordinates instead of
+    interpolating to a grid): the grid network replaced by levels of sparse blocks on repeatedly subsampled points.
+    Level l keeps a random quarter of level l - 1's points (per field, without replacement) and convolves them
+    with taps 2^l lattice cells apart; the up path k-NN interpolates each level back onto the points above it and
+    joins that level's skip. Channels grid_channels x channel_mults, num_res_blocks blocks per level and way."""
+
+    def __init__(self, channels: int, channel_mults, num_res_blocks: int, block: dict, knn: int):
+        super().__init__()
+        self.knn = knn
+        widths = [channels * mult for mult in channel_mults]
+        self.down_proj = nn.ModuleList([nn.Linear(a, b) for a, b in zip([channels] + widths[:-1], widths)])
+        self.down = nn.ModuleList([nn.ModuleList([SparseConvResBlock(width, **block) for _ in range(num_res_blocks)])
+                                   for width in widths])
+        self.up_proj = nn.ModuleList([nn.Linear(b, a) for a, b in zip(widths[:-1], widths[1:])])
+        self.up = nn.ModuleList([nn.ModuleList([SparseConvResBlock(width, **block, skip=i == 0)
+                                                for i in range(num_res_blocks)]) for width in widths[:-1]])
+        self.out_proj = nn.Linear(widths[0], channels)
+
+    def forward(self, x: Tensor, index: Tensor, shape: tuple[int, int], emb: Tensor, z: Optional[Tensor],
+                conv_for) -> Tensor:
+        """x (B, m, channels) at lattice `index` (B, m); conv_for(index, dilation) -> the level's conv."""
+        levels = []
+        for level, (project, blocks) in enumerate(zip(self.down_proj, self.down)):
+            if level:
+                keep = max(self.knn, index.shape[1] // 4)
+                chosen = torch.rand(index.shape, device=index.device).argsort(dim=1)[:, :keep]
+                index, x = index.gather(1, chosen), x.gather(1, chosen.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+            x = project(x)
+            conv = conv_for(index, 2**level)
+            for block in blocks:
+                x = block(x, emb, conv, z=z)
+            levels.append((x, index))
+        for level in reversed(range(len(self.up))):
+            skip, above = levels[level]
+            below = lattice_coords(levels[level + 1][1], shape)
+            x = self.up_proj[level](knn_interpolate(x, below, lattice_coords(above, shape), self.knn))
+            conv = conv_for(above, 2**level)
+            for i, block in enumerate(self.up[level]):
+                x = block(x, emb, conv, skip if i == 0 else None, z=z)
+        return self.out_proj(x)
+
+
 class UNetEncoder(UNet):
     """The grid U-Net's down path and middle (the DiffAE encoder's grid part, official UNOEncoder), mean-pooled over
     the grid: (B, C, G, G) -> (B, C_middle). Unconditioned: the time embedding of t = 0 is a learned bias."""
@@ -212,7 +262,9 @@ class SparseUNO(nn.Module):
     train_size: the training lattice side H_train (kernels are sized in its pixels); grid_type: "unet" (`grid`:
     `networks.unet.UNet` arguments) or "fno" (the spectral ablation; `fno`: `FNOGrid` arguments); depthwise, kernel:
     see SparseConvResBlock. latent_dim > 0 adds the diffusion autoencoder's `encoder` (SparseEncoder, same sizes,
-    `grid` U-Net) whose z (`encode`) every sparse block of the denoiser is conditioned on.
+    `grid` U-Net) whose z (`encode`) every sparse block of the denoiser is conditioned on. downsample "grid" (the
+    paper's k-NN to the grid network) or "sparse" (Table 2's SparseDownsampleNet, sized by `grid`'s channel_mults
+    and num_res_blocks).
     """
 
     def __init__(self, signal_dim: int, out_dim: int, train_size: int, channels: int = 64, num_blocks: int = 3,
@@ -220,8 +272,11 @@ class SparseUNO(nn.Module):
                  grid_size: int = 128, grid_channels: int = 128, grid_type: str = "unet", grid: Optional[dict] = None,
                  fno: Optional[dict] = None, knn: int = 3, backend: str = "dense_scatter",
                  legacy_grid_sample: bool = False, depthwise: bool = True, kernel: str = "linear",
-                 latent_dim: int = 0):
+                 latent_dim: int = 0, downsample: str = "grid"):
         super().__init__()
+        if downsample not in ("grid", "sparse"):
+            raise ValueError(f"unknown method.net.downsample {downsample!r}; valid: grid, sparse")
+        self.downsample = downsample
         if latent_dim < 0:
             raise ValueError(f"method.net.latent_dim={latent_dim} must be >= 0 (0: no diffusion autoencoder)")
         self.latent_dim = latent_dim
@@ -233,14 +288,18 @@ class SparseUNO(nn.Module):
                                         nn.Linear(time_channels, time_channels))
         block = dict(kernel_size=kernel_size, mlp_mult=mlp_mult, mlp_layers=mlp_layers, depthwise=depthwise,
                      kernel=kernel)
-        conditioned = dict(block, channels=channels, emb_channels=time_channels, latent_dim=latent_dim)
-        self.down = nn.ModuleList([SparseConvResBlock(**conditioned) for _ in range(num_blocks)])
-        self.up = nn.ModuleList([SparseConvResBlock(**conditioned, skip=True) for _ in range(num_blocks)])
+        conditioned_block = dict(block, emb_channels=time_channels, latent_dim=latent_dim)
+        self.down = nn.ModuleList([SparseConvResBlock(channels, **conditioned_block) for _ in range(num_blocks)])
+        self.up = nn.ModuleList([SparseConvResBlock(channels, **conditioned_block, skip=True)
+                                 for _ in range(num_blocks)])
         self.encoder = SparseEncoder(signal_dim, latent_dim, channels, num_blocks, block, grid_size, grid_channels,
                                      grid, knn) if latent_dim else None
         self.to_grid = nn.Linear(channels, grid_channels)
         self.from_grid = nn.Linear(grid_channels, channels)
-        if grid_type == "unet":
+        if downsample == "sparse":
+            self.grid = SparseDownsampleNet(grid_channels, (grid or {}).get("channel_mults", (1,)),
+                                            (grid or {}).get("num_res_blocks", 1), conditioned_block, knn)
+        elif grid_type == "unet":
             self.grid = UNet(in_channels=grid_channels, out_channels=grid_channels, image_size=grid_size,
                              **(grid or {}))
         elif grid_type == "fno":
@@ -249,14 +308,14 @@ class SparseUNO(nn.Module):
             raise ValueError(f"unknown method.net.grid_type {grid_type!r}; valid: unet, fno")
         self.linear_out = nn.Linear(channels, out_dim)
 
-    def _conv(self, index: Tensor, shape: tuple[int, int], dtype: torch.dtype):
+    def _conv(self, index: Tensor, shape: tuple[int, int], dtype: torch.dtype, dilation: int = 1):
         """conv(h, weight): the normalised sparse convolution at these points, kernels resized to this lattice."""
         ratio = shape[0] / self.train_size
         size = resized_kernel_size(self.kernel_size, ratio)
-        normaliser = support_normaliser(index, shape, size, self.kernel_size).to(dtype)
+        normaliser = support_normaliser(index, shape, size, self.kernel_size, dilation).to(dtype)
 
         def conv(h: Tensor, weight: Tensor) -> Tensor:
-            return sparse_conv(h, index, shape, resize_kernel(weight, ratio), self.backend) / normaliser
+            return sparse_conv(h, index, shape, resize_kernel(weight, ratio), self.backend, dilation) / normaliser
 
         return conv
 
@@ -281,9 +340,13 @@ class SparseUNO(nn.Module):
         for block in self.down:
             x = block(x, emb, conv, z=z)
             skips.append(x)
-        coords = lattice_coords(index, shape)
-        grid = self.grid(knn_to_grid(self.to_grid(x), coords, self.grid_size, self.knn), t)
-        x = self.from_grid(grid_to_points(grid, coords, self.legacy_grid_sample))
+        if self.downsample == "sparse":
+            x = self.from_grid(self.grid(self.to_grid(x), index, shape, emb, z,
+                                         lambda at, dilation: self._conv(at, shape, values.dtype, dilation)))
+        else:
+            coords = lattice_coords(index, shape)
+            grid = self.grid(knn_to_grid(self.to_grid(x), coords, self.grid_size, self.knn), t)
+            x = self.from_grid(grid_to_points(grid, coords, self.legacy_grid_sample))
         for block in self.up:
             x = block(x, emb, conv, skips.pop(), z=z)
         return self.linear_out(x)

@@ -73,6 +73,25 @@ def test_a_regular_conv_is_a_masked_dense_conv_and_brute_force_with_gradients(ba
     torch.autograd.gradcheck(lambda v, w: sparse_conv(v, index, shape, w, backend), (values, weight))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_dilated_conv_is_a_masked_dense_dilated_conv_and_its_normaliser_counts_the_taps(backend):
+    shape = (9, 8)
+    values, index = sparse_points(shape=shape, fraction=0.5, channels=2, seed=8)
+    weight = torch.randn(2, 1, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(9))
+    image = torch.zeros(2, 2, shape[0] * shape[1], dtype=F64)
+    for b in range(2):
+        image[b, :, index[b]] = values[b].T
+    dense = F.conv2d(image.view(2, 2, *shape), weight, padding=2, dilation=2, groups=2).flatten(2)
+    expected = torch.stack([dense[b, :, index[b]].T for b in range(2)])
+    assert torch.allclose(sparse_conv(values, index, shape, weight, backend, dilation=2), expected, atol=1e-12)
+    present = torch.zeros(2, shape[0] * shape[1])
+    for b in range(2):
+        present[b, index[b]] = 1
+    taps = F.conv2d(present.view(2, 1, *shape), torch.ones(1, 1, 3, 3), padding=2, dilation=2).flatten(1)
+    counts = neighbour_count(index, shape, 3, dilation=2)[..., 0]
+    assert torch.equal(counts, torch.stack([taps[b, index[b]] for b in range(2)]))
+
+
 def test_on_the_full_lattice_it_is_a_zero_padded_conv2d():
     shape = (6, 8)
     image = torch.randn(2, 4, *shape, dtype=F64)

@@ -5,7 +5,8 @@ import torch
 
 from datamodules.fields import Grid
 from datamodules.points import draw_distinct
-from networks.sparse_operator import (FNOGrid, SparseUNO, grid_to_points, knn_to_grid, lattice_coords)
+from networks.sparse_operator import (FNOGrid, SparseDownsampleNet, SparseUNO, grid_to_points, knn_interpolate, knn_to_grid,
+                                      lattice_coords)
 
 
 def tiny_net(**overrides):
@@ -31,6 +32,8 @@ def test_knn_keeps_constants_and_copies_points_that_sit_on_the_nodes():
     coords_full = lattice_coords(torch.arange(64).expand(2, -1), (8, 8))
     grid = knn_to_grid(full, coords_full, 8, 3, chunk=100)  # small chunks: the same answer
     assert torch.allclose(grid, Grid((8, 8)).to_dense(full), atol=1e-6)
+    subset = coords_full[:, ::3]  # points read back at lattice points that are among them: copied
+    assert torch.allclose(knn_interpolate(full, coords_full, subset, 3), full[:, ::3], atol=1e-6)
 
 
 def test_knn_is_the_inverse_squared_distance_mean_of_the_three_nearest():
@@ -67,21 +70,22 @@ def test_the_network_is_equivariant_to_the_order_of_points_and_dense_is_sparse_a
     assert torch.allclose(net(values[:, order], index[:, order], (8, 8), t), out[:, order], atol=1e-5)
 
 
+@pytest.mark.parametrize("downsample", ["grid", "sparse"])
 @pytest.mark.parametrize("size", [4, 8, 16, 32])
-def test_the_network_runs_at_any_resolution_and_on_sparse_points(size):
-    net = tiny_net().eval()
+def test_the_network_runs_at_any_resolution_and_on_sparse_points(size, downsample):
+    net = tiny_net(downsample=downsample).eval()
     count = max(3, size * size // 4)
     index = draw_distinct(2, size * size, count, torch.device("cpu"), torch.Generator().manual_seed(1))
     out = net(torch.randn(2, count, 1), index, (size, size), torch.tensor([0, 5]))
     assert out.shape == (2, count, 1) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("ablation", [{}, dict(depthwise=False), dict(kernel="nonlinear")])
+@pytest.mark.parametrize("ablation", [{}, dict(depthwise=False), dict(kernel="nonlinear"), dict(downsample="sparse")])
 def test_gradients_reach_every_parameter_on_sparse_points(ablation):
     """With the spectral grid (the U-Net's zero-initialised output would stop the first gradient), and with Table 2's
     regular convs and nonlinear kernel."""
     net = tiny_net(grid_type="fno", fno=dict(num_layers=2, modes=3), **ablation)
-    assert isinstance(net.grid, FNOGrid)
+    assert isinstance(net.grid, SparseDownsampleNet if ablation.get("downsample") == "sparse" else FNOGrid)
     weights = net.down[0].weights
     assert len(weights) == (2 if ablation.get("kernel") == "nonlinear" else 1)
     assert weights[0].shape == ((8, 8, 5, 5) if ablation.get("depthwise") is False else (8, 1, 5, 5))
@@ -98,6 +102,8 @@ def test_bad_settings_are_refused():
         tiny_net(grid_type="mlp")
     with pytest.raises(ValueError, match="unknown method.net.kernel 'quadratic'"):
         tiny_net(kernel="quadratic")
+    with pytest.raises(ValueError, match="unknown method.net.downsample 'pool'"):
+        tiny_net(downsample="pool")
     with pytest.raises(ValueError, match="method.net.latent_dim=-1 must be >= 0"):
         tiny_net(latent_dim=-1)
     index = torch.arange(64)[None]
