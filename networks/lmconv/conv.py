@@ -7,6 +7,8 @@ Backends (equal to each other, gradients included; tests/networks/lmconv):
 - "unfold": the paper's im2col reference: unfold, mask the patches, one matrix product.
 - "unfold_recompute": "unfold" with the memory-saving backward of the paper (App. 5.5): saves the input, mask
   and weight, and recomputes the masked patches in the backward pass instead of keeping them.
+The timing reference "dense" is a plain F.conv2d of the same size that ignores the mask: not autoregressive, only
+for benchmarks (`method.net.backend=dense`), what the backends are measured against.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 from networks.lmconv.masks import kernel_offsets
 
 BACKENDS = ("offsets", "unfold", "unfold_recompute")
+DENSE_REFERENCE = "dense"
 
 
 def _masked_patches(x: Tensor, mask: Tensor, kernel_size: int, dilation: int) -> Tensor:
@@ -61,8 +64,9 @@ class LocallyMaskedConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1,
                  bias: bool = True, backend: str = "offsets"):
         kernel_offsets(kernel_size)  # refuses an even kernel
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown LMConv backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        if backend not in (*BACKENDS, DENSE_REFERENCE):
+            raise ValueError(f"unknown LMConv backend {backend!r}; valid: {', '.join(BACKENDS)} (and "
+                             f"{DENSE_REFERENCE!r}, the unmasked timing reference)")
         super().__init__(in_channels, out_channels, kernel_size, dilation=dilation, bias=bias)
         self.backend = backend
 
@@ -75,6 +79,8 @@ class LocallyMaskedConv2d(nn.Conv2d):
             raise ValueError(f"LMConv mask must be ({k * k}, {height * width}) or ({batch}, {k * k}, "
                              f"{height * width}) for a {k}x{k} kernel on {height}x{width} inputs of batch {batch}, "
                              f"got {tuple(mask.shape)}")
+        if self.backend == DENSE_REFERENCE:
+            return F.conv2d(x, self.weight, self.bias, padding=d * (k // 2), dilation=d)
         mask = mask.to(x.dtype)
         if self.backend == "offsets":
             return self._offsets(x, mask.view(mask.shape[0], 1, k * k, height, width))

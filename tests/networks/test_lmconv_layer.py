@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from networks.lmconv.conv import BACKENDS, LocallyMaskedConv2d, PositionalNorm
+from networks.lmconv.conv import BACKENDS, DENSE_REFERENCE, LocallyMaskedConv2d, PositionalNorm
 from networks.lmconv.masks import OrderMasks, kernel_masks
 from networks.lmconv.orders import named_order, observed_first, rank_of
 from networks.lmconv.pixelcnn import LocallyMaskedPixelCNN
@@ -54,7 +54,7 @@ def test_mask_types_the_first_pixel_and_the_raster_interior():
 @pytest.mark.parametrize("kernel_size", [3, 5])
 @pytest.mark.parametrize("dilation", [1, 2])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [*BACKENDS, DENSE_REFERENCE])
 def test_an_all_ones_mask_is_a_plain_convolution(kernel_size, dilation, bias, backend):
     torch.manual_seed(0)
     conv = LocallyMaskedConv2d(4, 6, kernel_size, dilation, bias=bias, backend=backend)
