@@ -72,6 +72,6 @@ def test_sample_in_an_order_then_complete_the_bottom_half(checkpoint, tmp_path, 
 
 def test_a_completion_file_of_the_wrong_size_is_refused(checkpoint, tmp_path):
     np.savez(tmp_path / "wrong.npz", images=np.zeros((2, 9, 9, 1), np.uint8))
-    with pytest.raises(ValueError, match=r"uint8 images \(N, 8, 8, 1\)"):
+    with pytest.raises(ValueError, match=r"holds \[9, 9\] fields; this model completes \[8, 8\]"):
         sample.main(compose_entry("sample", tmp_path / "out", [f"ckpt_path={checkpoint}", "progress=false",
                                                               f"complete.images={tmp_path}/wrong.npz"]))
