@@ -22,7 +22,8 @@ from evaluation.report import compare_runs, read_metrics, save_renders, write_me
 from evaluation.sample_metrics import score_samples
 from evaluation.views import LPIPSVGG, score_views
 from lightning_modules.checkpointing import load_method, read_checkpoint
-from lightning_modules.runtime import instantiate_plainly, register_resolvers, resolve_device
+from lightning_modules.runtime import (UsageError, check_counts, instantiate_plainly, register_resolvers,
+                                      reports_errors, require, resolve_device)
 from lightning_modules.sampling import draw, read_samples, sampler_options, save_samples
 
 log = logging.getLogger("fieldgen.evaluate")
@@ -47,10 +48,10 @@ def sample_metrics(cfg: DictConfig, datamodule, metrics: list[str], values: torc
 
 def evaluate_checkpoint(cfg: DictConfig) -> None:
     module = load_method(cfg.ckpt_path, use_ema=cfg.use_ema, map_location=resolve_device(cfg.device))
+    metrics = chosen_metrics(cfg.metrics, module.domain, module.capabilities, module.method_name)
     data_cfg = cfg.data if cfg.get("data") else OmegaConf.create((module.run_config or {}).get("data"))
     datamodule = instantiate_plainly(data_cfg)
     datamodule.setup("test")
-    metrics = chosen_metrics(cfg.metrics, module.domain, module.capabilities, module.method_name)
     if cfg.metrics is None and "lpips" in metrics and cfg.lpips_weights is None:
         log.info("lpips skipped: no local VGG16 weights (lpips_weights=PATH)")
         metrics.remove("lpips")
@@ -77,8 +78,8 @@ def evaluate_samples_file(cfg: DictConfig) -> None:
     if not cfg.get("data"):
         raise ValueError("samples= needs the dataset they are scored against: add data=<name> (e.g. data=digits)")
     datamodule = instantiate_plainly(cfg.data)
+    metrics = chosen_metrics(cfg.metrics, datamodule.domain)
     values, domain = read_samples(cfg.samples, datamodule.domain, datamodule.signal_dim)
-    metrics = chosen_metrics(cfg.metrics, domain)
     scores = sample_metrics(cfg, datamodule, metrics, values, domain)
     write_metrics(scores, cfg.output_dir, dataset=datamodule.name, samples=str(cfg.samples),
                   num_samples=len(values))
@@ -124,18 +125,39 @@ def evaluate_render_sets(cfg: DictConfig) -> None:
                   num_renders=len(renders), num_reference=len(reference))
 
 
+USAGE = ("python experiments/evaluate.py ckpt_path=PATH | samples=PATH.npz data=NAME | compare='[DIR,DIR]' | "
+         "renders='[DIR,DIR]' output_dir=DIR")
+
+
+def check_command(cfg: DictConfig) -> None:
+    """The command's values, before anything is loaded."""
+    require(cfg, USAGE, "output_dir")
+    if isinstance(cfg.compare, str):
+        raise UsageError(f"compare={cfg.compare} is one path; give the evaluated run dirs as a list: "
+                         f"compare='[{cfg.compare},OTHER_RUN_DIR]'")
+    if isinstance(cfg.renders, str):
+        raise UsageError(f"renders={cfg.renders} is one path; give the evaluated scene runs as a list: "
+                         f"renders='[{cfg.renders},OTHER_RUN_DIR]'")
+    if not (cfg.compare or cfg.samples or cfg.renders or cfg.ckpt_path):
+        raise UsageError(f"nothing to evaluate: give ckpt_path=..., samples=... data=..., compare=[...] or renders=[...]; usage: "
+                         f"{USAGE}")
+    check_counts(cfg, {"num_samples": 1, "batch_size": 1, "bpd_batches": 1, "seed": 0, "kid_subsets": 1,
+                       "kid_subset_size": 2, "is_splits": 1, "pr_k": 1, "surface_points": 1})
+    resolve_device(cfg.device)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@reports_errors
 def main(cfg: DictConfig) -> None:
+    check_command(cfg)
     if cfg.compare:
         compare_runs(list(cfg.compare), cfg.output_dir)
     elif cfg.samples:
         evaluate_samples_file(cfg)
     elif cfg.renders:
         evaluate_render_sets(cfg)
-    elif cfg.ckpt_path:
-        evaluate_checkpoint(cfg)
     else:
-        raise ValueError("give ckpt_path=..., samples=... data=..., compare=[...] or renders=[...]")
+        evaluate_checkpoint(cfg)
     log.info("wrote %s", Path(cfg.output_dir).resolve())
 
 

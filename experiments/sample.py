@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from lightning_modules.checkpointing import load_method
-from lightning_modules.runtime import register_resolvers, resolve_device
+from lightning_modules.runtime import check_counts, register_resolvers, reports_errors, require, resolve_device
 from lightning_modules.sampling import (complete, draw, field_maker_of, hidden_region, read_samples, sampler_options,
                                         save_samples)
 
@@ -22,9 +22,16 @@ log = logging.getLogger("fieldgen.sample")
 register_resolvers()
 
 
+USAGE = "python experiments/sample.py ckpt_path=<run dir>/checkpoints/last.ckpt num_samples=64 output_dir=DIR"
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
+@reports_errors
 def main(cfg: DictConfig) -> None:
-    module = load_method(cfg.ckpt_path, use_ema=cfg.use_ema, map_location=resolve_device(cfg.device))
+    require(cfg, USAGE, "ckpt_path", "output_dir")
+    check_counts(cfg, {"num_samples": 1, "batch_size": 1, "seed": 0})
+    device = resolve_device(cfg.device)
+    module = load_method(cfg.ckpt_path, use_ema=cfg.use_ema, map_location=device)
     options = sampler_options(module, cfg.sampler, cfg.order)
     if cfg.complete.images:
         observed = ~hidden_region(module.domain, cfg.complete.hidden)

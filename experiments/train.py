@@ -18,7 +18,8 @@ from omegaconf import DictConfig
 from lightning_modules.build import build
 from lightning_modules.checkpointing import (AtomicCheckpointIO, check_config_matches, find_resume_checkpoint,
                                              read_checkpoint, refuse_fresh_start_over, remove_partial_checkpoints)
-from lightning_modules.runtime import instantiate_callbacks, instantiate_loggers, print_config_tree, register_resolvers
+from lightning_modules.runtime import (check_counts, instantiate_callbacks, instantiate_loggers, print_config_tree,
+                                      register_resolvers, reports_errors)
 
 log = logging.getLogger("fieldgen.train")
 register_resolvers()
@@ -45,6 +46,7 @@ def resume_path(cfg: DictConfig, model) -> Optional[str]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
+    check_counts(cfg, {"trainer.max_steps": -1, "trainer.max_epochs": -1, "data.batch_size": 1, "seed": 0})
     print_config_tree(cfg, save_to=Path(cfg.paths.output_dir) / "config_tree.log")
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
@@ -66,6 +68,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@reports_errors
 def main(cfg: DictConfig) -> Optional[float]:
     metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric"))

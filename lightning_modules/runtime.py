@@ -1,15 +1,19 @@
-"""What a run needs around the Trainer: config resolvers, the config tree, W&B mode, callbacks and loggers."""
+"""What a run needs around the Trainer: config resolvers, command-line checks and error reports, the config tree,
+W&B mode, callbacks and loggers."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import netrc
 import os
 import re
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import Callback
@@ -57,13 +61,67 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sweep_dir_name", sweep_dir_name, use_cache=True)
 
 
+class UsageError(ValueError):
+    """A command-line value that cannot work (missing, a word for a number, a device the machine lacks): refused
+    before any work, naming the fix."""
+
+
+def require(cfg: DictConfig, usage: str, *keys: str) -> None:
+    """Refuse a command that leaves any of the top-level `keys` unset (`???`), showing `usage`."""
+    missing = [key for key in keys if OmegaConf.is_missing(cfg, key)]
+    if missing:
+        raise UsageError(f"missing {' '.join(key + '=...' for key in missing)}; usage: {usage}")
+
+
+def check_counts(cfg: DictConfig, minimums: dict[str, int]) -> None:
+    """Refuse a count (dotted key) that is not a whole number >= its minimum: num_samples=0, batch_size=abc."""
+    for key, minimum in minimums.items():
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            meaning = " (-1: no limit)" if minimum == -1 else ""
+            raise UsageError(f"{key}={value}: must be a whole number >= {minimum}{meaning}")
+
+
 def resolve_device(name: str) -> "torch.device":
-    """`auto` picks the GPU when there is one."""
+    """`auto` picks the GPU when there is one; a device this machine lacks is refused."""
     import torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"device={name}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device={name}, but torch finds no CUDA GPU on this machine; use device=cpu (or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"device={name}, but this machine has {torch.cuda.device_count()} CUDA GPU(s); use "
+                         f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
+def reports_errors(task: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
+    """A Hydra task whose error ends the command as the last line on the terminal (`Error: ...`), its traceback
+    kept in the run's log file; with HYDRA_FULL_ERROR=1, and in a multirun job, it is raised as Hydra does."""
+
+    @functools.wraps(task)
+    def run(cfg: DictConfig):
+        try:
+            return task(cfg)
+        except Exception as err:
+            files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+            record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "stopped by %s", (type(err).__name__,),
+                                    sys.exc_info())
+            for handler in files:
+                handler.handle(record)
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise
+            if files:
+                print(f"(full traceback in {files[0].baseFilename})", file=sys.stderr)
+            print(f"Error: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    return run
 
 
 def wandb_needs_offline() -> bool:

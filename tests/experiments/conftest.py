@@ -30,6 +30,17 @@ def compose_train(tmp_path: Path, overrides: list[str]):
     return cfg
 
 
+def compose_command(config_name: str, overrides: list[str]):
+    """The composed config of sample.py / evaluate.py with its Hydra config set, as the entry point sees it."""
+    import experiments.train  # noqa: F401  (registers the config resolvers)
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
 @pytest.fixture
 def make_cfg(tmp_path, fake_data_root, monkeypatch):
     """Compose with every dataset present as a tiny fake in its real format (`fake_data_root`)."""
