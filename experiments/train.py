@@ -16,8 +16,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from lightning_modules.build import build
-from lightning_modules.checkpointing import (AtomicCheckpointIO, check_config_matches, find_resume_checkpoint,
-                                             read_checkpoint, refuse_fresh_start_over, remove_partial_checkpoints)
+from lightning_modules.checkpointing import (AtomicCheckpointIO, changed_resume_settings, check_config_matches,
+                                             find_resume_checkpoint, read_checkpoint, refuse_fresh_start_over,
+                                             remove_partial_checkpoints)
 from lightning_modules.runtime import (check_counts, instantiate_callbacks, instantiate_loggers, print_config_tree,
                                       register_resolvers, reports_errors)
 
@@ -42,6 +43,8 @@ def resume_path(cfg: DictConfig, model) -> Optional[str]:
     if path is None:
         return None
     log.info("resuming from %s (global step %d)", path, checkpoint.get("global_step", 0))
+    for change in changed_resume_settings(checkpoint, model.run_config):
+        log.info("changed on resume, takes effect now: %s", change)
     return str(path)
 
 

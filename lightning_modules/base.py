@@ -21,6 +21,16 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the step was not applied."""
 
 
+def resume_advice(trainer) -> str:
+    """What to do after a run stopped diverging: the last good checkpoint, and how to resume it with safer settings."""
+    last = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
+    resume = (f"then resume by adding ckpt_path={last} to the command (changed optimiser settings take effect on "
+              "resume)" if last else "then rerun (no checkpoint was saved yet)")
+    return (f"The step was not applied and no checkpoint was written from it. Last good checkpoint: "
+            f"{last or 'none saved yet'}. Lower the learning rate (method.optimizer.lr=...) or raise warm-up / "
+            f"gradient clipping, {resume}.")
+
+
 class DomainNotSupportedError(ValueError):
     """A method was configured on a domain it cannot handle."""
 
@@ -95,12 +105,8 @@ class FieldModule(L.LightningModule):
         if self.trainer.world_size > 1:  # every rank stops together, or the others would hang in the next all-reduce
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if not finite:
-            last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
-            raise NonFiniteLossError(
-                f"training loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}); "
-                f"the step was not applied and no checkpoint was written from it. Last good checkpoint: {last}. "
-                "Lower the learning rate or raise warm-up / gradient clipping, then rerun the same command to "
-                "resume from it.")
+            raise NonFiniteLossError(f"training loss is {loss.item()} at global step {self.global_step} (epoch "
+                                     f"{self.current_epoch}). " + resume_advice(self.trainer))
 
     def _shared_step(self, batch: FieldBatch, stage: str) -> torch.Tensor:
         return self.log_losses(self.compute_losses(batch), batch, stage)
@@ -125,6 +131,25 @@ class FieldModule(L.LightningModule):
 
     def test_step(self, batch: FieldBatch, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "test")
+
+    def on_train_start(self) -> None:
+        self.apply_configured_optimizer_settings()
+
+    def apply_configured_optimizer_settings(self) -> None:
+        """Resuming restores each optimiser's hyper-parameters (lr, betas, ...) from the checkpoint: set the configured
+        ones instead, so a changed lr takes effect, scaled by the (LambdaLR) schedule's factor at this step with
+        the configured warm-up. A fresh run is left as it is (the values agree)."""
+        configured = instantiate(self.optimizer_cfg, params=[torch.zeros(1, requires_grad=True)]).defaults
+        schedulers = {id(config.scheduler.optimizer): config.scheduler for config in self.trainer.lr_scheduler_configs}
+        for optimizer in self.trainer.optimizers:
+            scheduler = schedulers.get(id(optimizer))
+            for i, group in enumerate(optimizer.param_groups):
+                group.update({key: value for key, value in configured.items() if key != "lr"})
+                group["lr"] = configured["lr"]
+                if scheduler is not None:
+                    scheduler.base_lrs[i] = group["initial_lr"] = configured["lr"]
+                    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                        group["lr"] = configured["lr"] * scheduler.lr_lambdas[i](scheduler.last_epoch)
 
     def configure_optimizers(self):
         optimizer = instantiate(self.optimizer_cfg, params=self.parameters())

@@ -142,6 +142,24 @@ def check_config_matches(checkpoint: dict[str, Any], module: FieldModule, path: 
             "\nRun with the checkpoint's settings, or start a fresh run (another run_name, or resume=false).")
 
 
+# settings that change how training continues, not the model: a resume applies the command's values
+RESUME_SETTINGS = ("method.optimizer", "method.lr_warmup_steps", "trainer.gradient_clip_val",
+                   "trainer.gradient_clip_algorithm", "trainer.accumulate_grad_batches")
+
+
+def changed_resume_settings(checkpoint: dict[str, Any], run_config: dict[str, Any]) -> list[str]:
+    """`key: checkpoint value -> this run's` for each RESUME_SETTINGS entry the command changed (they take effect)."""
+    saved = checkpoint.get("fieldgen_config") or {}
+    changes = []
+    for setting in RESUME_SETTINGS:
+        section, key = setting.split(".", 1)
+        ours = _flatten((run_config.get(section) or {}).get(key), f"{setting}.")
+        theirs = _flatten((saved.get(section) or {}).get(key), f"{setting}.")
+        changes += [f"{name}: {theirs.get(name)!r} -> {ours.get(name)!r}" for name in sorted(set(ours) | set(theirs))
+                    if ours.get(name) != theirs.get(name)]
+    return changes
+
+
 def load_method(path: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu"
                 ) -> FieldModule:
     """Rebuild the method a checkpoint was trained as, with its EMA weights (or the raw ones), in eval mode."""

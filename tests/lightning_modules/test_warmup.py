@@ -1,4 +1,5 @@
-"""FieldModule's learning-rate warm-up: the lr each optimiser step applies, step by step, also across a resume."""
+"""FieldModule's learning-rate warm-up: the lr each optimiser step applies, step by step, also across a resume, and
+a resume with a changed lr or warm-up applying the changed values."""
 import lightning as L
 import pytest
 import torch
@@ -16,9 +17,9 @@ BASE_LR, WARMUP = 0.1, 4
 class Linear(FieldModule):
     """One weight w with loss w per field: SGD moves w by exactly -lr per step, so w's steps read the lr applied."""
 
-    def __init__(self, lr_warmup_steps: int):
+    def __init__(self, lr_warmup_steps: int, lr: float = BASE_LR, momentum: float = 0.0):
         super().__init__(domain=ImageGrid(Digits()).domain, signal_dim=1, num_levels=17,
-                         optimizer={"_target_": "torch.optim.SGD", "lr": BASE_LR},
+                         optimizer={"_target_": "torch.optim.SGD", "lr": lr, "momentum": momentum},
                          lr_warmup_steps=lr_warmup_steps)
         self.save_hyperparameters()
         self.weight = nn.Parameter(torch.zeros(()))
@@ -38,8 +39,8 @@ class WeightTrace(L.Callback):
         self.weights.append(float(pl_module.weight))
 
 
-def fit(tmp_path, max_steps, lr_warmup_steps=WARMUP, ckpt_path=None):
-    model, trace = Linear(lr_warmup_steps), WeightTrace()
+def fit(tmp_path, max_steps, lr_warmup_steps=WARMUP, ckpt_path=None, lr=BASE_LR, momentum=0.0):
+    model, trace = Linear(lr_warmup_steps, lr, momentum), WeightTrace()
     checkpoint = FinalStepCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1000)
     trainer = L.Trainer(max_steps=max_steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, default_root_dir=tmp_path, callbacks=[trace, checkpoint])
@@ -49,9 +50,9 @@ def fit(tmp_path, max_steps, lr_warmup_steps=WARMUP, ckpt_path=None):
     return applied, trainer
 
 
-def expected_lr(step: int, warmup: int = WARMUP) -> float:
+def expected_lr(step: int, warmup: int = WARMUP, base: float = BASE_LR) -> float:
     """Linear warm-up to the base lr over `warmup` steps: step k (0-based) uses base * min(1, (k + 1) / warmup)."""
-    return BASE_LR * min(1.0, (step + 1) / warmup) if warmup else BASE_LR
+    return base * min(1.0, (step + 1) / warmup) if warmup else base
 
 
 @pytest.mark.parametrize("warmup", [0, 1, WARMUP])
@@ -65,3 +66,28 @@ def test_a_resumed_run_continues_the_warmup_where_it_stopped(tmp_path):
     first, _ = fit(tmp_path, max_steps=2)
     resumed, _ = fit(tmp_path, max_steps=6, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert first + resumed == pytest.approx([expected_lr(step) for step in range(6)], rel=1e-6)
+
+
+@pytest.mark.parametrize("warmup", [0, WARMUP])
+def test_a_lower_lr_given_on_resume_is_the_one_applied(tmp_path, warmup):
+    """The checkpoint's optimiser state holds the old lr; the command's new one (warmed up where the run is) wins."""
+    first, _ = fit(tmp_path, max_steps=2, lr_warmup_steps=warmup)
+    resumed, trainer = fit(tmp_path, max_steps=6, lr_warmup_steps=warmup, lr=0.01,
+                           ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert first == pytest.approx([expected_lr(step, warmup) for step in range(2)], rel=1e-6)
+    assert resumed == pytest.approx([expected_lr(step, warmup, base=0.01) for step in range(2, 6)], rel=1e-6)
+    assert trainer.lr_scheduler_configs == [] or trainer.lr_scheduler_configs[0].scheduler.base_lrs == [0.01]
+
+
+def test_a_longer_warmup_given_on_resume_is_the_one_applied(tmp_path):
+    first, _ = fit(tmp_path, max_steps=2, lr_warmup_steps=WARMUP)
+    resumed, _ = fit(tmp_path, max_steps=6, lr_warmup_steps=10, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert resumed == pytest.approx([expected_lr(step, warmup=10) for step in range(2, 6)], rel=1e-6)
+
+
+def test_other_optimiser_settings_given_on_resume_are_applied_and_its_state_kept(tmp_path):
+    fit(tmp_path, max_steps=2, lr_warmup_steps=0, momentum=0.5)
+    _, trainer = fit(tmp_path, max_steps=3, lr_warmup_steps=0, momentum=0.9, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    optimizer = trainer.optimizers[0]
+    assert optimizer.param_groups[0]["momentum"] == 0.9
+    assert optimizer.state[optimizer.param_groups[0]["params"][0]]["momentum_buffer"] is not None
