@@ -19,8 +19,8 @@ from lightning_modules.build import build
 from lightning_modules.checkpointing import (AtomicCheckpointIO, changed_resume_settings, check_config_matches,
                                              find_resume_checkpoint, read_checkpoint, refuse_fresh_start_over,
                                              remove_partial_checkpoints)
-from lightning_modules.runtime import (check_counts, instantiate_callbacks, instantiate_loggers, print_config_tree,
-                                      register_resolvers, reports_errors)
+from lightning_modules.runtime import (check_counts, instantiate_callbacks, instantiate_loggers, log_run_outputs,
+                                      register_resolvers, reports_errors, save_config_tree)
 
 log = logging.getLogger("fieldgen.train")
 register_resolvers()
@@ -50,7 +50,7 @@ def resume_path(cfg: DictConfig, model) -> Optional[str]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     check_counts(cfg, {"trainer.max_steps": -1, "trainer.max_epochs": -1, "data.batch_size": 1, "seed": 0})
-    print_config_tree(cfg, save_to=Path(cfg.paths.output_dir) / "config_tree.log")
+    save_config_tree(cfg, Path(cfg.paths.output_dir) / "config_tree.log")
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
     ckpt_path = resume_path(cfg, model)
@@ -67,6 +67,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # training, the checkpoint's state_dict (its EMA weights) is tested
         trainer.test(model, datamodule=datamodule, ckpt_path=None if cfg.train else ckpt_path)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    log_run_outputs(trainer)
     return metrics
 
 

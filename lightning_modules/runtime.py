@@ -8,9 +8,12 @@ import logging
 import netrc
 import os
 import re
+import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, Optional
+from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -124,19 +127,44 @@ def reports_errors(task: Callable[[DictConfig], object]) -> Callable[[DictConfig
     return run
 
 
-def wandb_needs_offline() -> bool:
-    """No API key anywhere: W&B would raise at start, so the run logs offline (`wandb sync` uploads later)."""
-    if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
-        return False
-    try:
-        return netrc.netrc(os.environ.get("NETRC")).authenticators("api.wandb.ai") is None
-    except (FileNotFoundError, netrc.NetrcParseError):
-        return True
+def unreachable(host: str, port: int, timeout: float) -> Optional[str]:
+    """Why a TCP connection to host:port cannot be made within `timeout` seconds (name lookup included), or None."""
+    outcome: list[Optional[str]] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(str(err) or type(err).__name__)
+
+    thread = threading.Thread(target=connect, daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no answer in {timeout:g} s"
+
+
+def wandb_offline_reason(timeout: float = 5.0) -> Optional[str]:
+    """Why W&B cannot log online (no API key, or its server unreachable: W&B would hang ~2 minutes, then raise), or
+    None when it can or WANDB_MODE says what to do."""
+    if os.environ.get("WANDB_MODE"):
+        return None
+    server = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    if not os.environ.get("WANDB_API_KEY"):
+        try:
+            if netrc.netrc(os.environ.get("NETRC")).authenticators(server.hostname) is None:
+                return "no W&B API key found"
+        except (FileNotFoundError, netrc.NetrcParseError):
+            return "no W&B API key found"
+    port = server.port or (443 if server.scheme == "https" else 80)
+    why = unreachable(server.hostname, port, timeout)
+    return None if why is None else f"the W&B server {server.hostname}:{port} is unreachable ({why})"
 
 
 @rank_zero_only
-def print_config_tree(cfg: DictConfig, save_to: Optional[Path] = None) -> None:
-    """The composed config as a rich tree, top-level groups first; also written to `save_to`."""
+def save_config_tree(cfg: DictConfig, path: Path) -> None:
+    """The composed config as a rich tree, top-level groups first, written to `path`; the terminal gets a short
+    header (the groups chosen, the run dir), so an error stays the last thing on the screen."""
     import rich
     import rich.syntax
     import rich.tree
@@ -145,11 +173,37 @@ def print_config_tree(cfg: DictConfig, save_to: Optional[Path] = None) -> None:
     for key, value in cfg.items():
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
         tree.add(str(key), style="bold").add(rich.syntax.Syntax(text, "yaml"))
-    rich.print(tree)
-    if save_to is not None:
-        save_to.parent.mkdir(parents=True, exist_ok=True)
-        with open(save_to, "w") as f:
-            rich.print(tree, file=f)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        rich.print(tree, file=f)
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    chosen = ", ".join(f"{group}={choices[group]}" for group in ("experiment", "method", "data", "trainer", "debug")
+                       if choices.get(group) not in (None, "null"))
+    log.info("%s; run dir %s (config tree: %s)", chosen or "default config", path.parent, path.name)
+
+
+@rank_zero_only
+def log_run_outputs(trainer) -> None:
+    """Where a finished run's checkpoint, samples, metrics and loss curve are: the last lines of its output."""
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    from lightning_modules.callbacks.loss_curve import LossCurve
+    from lightning_modules.callbacks.sample_grid import SampleGrid
+
+    places = {"checkpoint": getattr(trainer.checkpoint_callback, "last_model_path", None)}
+    for callback in trainer.callbacks:
+        if isinstance(callback, SampleGrid):
+            places["samples"] = callback.dirpath / "latest.png"
+        if isinstance(callback, LossCurve):
+            places["loss curve"] = callback.path
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger):
+            places["metrics"] = Path(logger.log_dir) / "metrics.csv"
+        if isinstance(logger, WandbLogger):
+            places["W&B run"] = Path(logger.experiment.dir).parent
+    for what, path in places.items():
+        if path and Path(path).exists():
+            log.info("%-10s %s", what, path)
 
 
 def instantiate_plainly(cfg: DictConfig, **kwargs):
@@ -172,9 +226,9 @@ def instantiate_loggers(cfg: Optional[DictConfig]) -> list[Logger]:
     for name, conf in (cfg or {}).items():
         if conf is None or "_target_" not in conf:
             continue
-        if "wandb" in name and wandb_needs_offline():
-            log.warning("no W&B API key found: logging offline to %s (upload with `wandb sync`)",
-                        conf.get("save_dir"))
+        reason = wandb_offline_reason() if "wandb" in name else None
+        if reason is not None:
+            log.warning("%s: logging offline to %s (upload later with `wandb sync`)", reason, conf.get("save_dir"))
             os.environ["WANDB_MODE"] = "offline"
         loggers.append(instantiate(conf))
     return loggers

@@ -26,3 +26,7 @@ class FinalStepCheckpoint(ModelCheckpoint):
         super().on_train_epoch_end(trainer, pl_module)
         if trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1:
             self._save_final(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not trainer.fast_dev_run:  # Lightning's own writes last.ckpt at the end even under fast_dev_run
+            super().on_train_end(trainer, pl_module)

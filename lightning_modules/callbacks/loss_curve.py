@@ -1,4 +1,5 @@
-"""The loss curve of a run as a PNG at the end of training; its history lives in checkpoints, so resumes keep it."""
+"""The loss curve of a run as a PNG at the end of training (and to W&B at that step when that logger is on); its
+history lives in checkpoints, so resumes keep it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
+from lightning.pytorch.loggers import WandbLogger  # noqa: E402
 
 
 class LossCurve(Callback):
@@ -34,6 +36,9 @@ class LossCurve(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         if trainer.is_global_zero and self.train:
             self.plot()
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.log_image(key="loss_curve", images=[str(self.path)], step=trainer.global_step)
 
     def plot(self) -> None:
         fig, ax = plt.subplots(figsize=(6, 4))

@@ -49,6 +49,22 @@ def test_wandb_logs_offline_without_an_api_key(tmp_path, monkeypatch):
     assert len(offline_runs) == 1
 
 
+def test_wandb_with_a_key_but_no_server_logs_offline_beside_the_csv_metrics(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]  # closed on leaving: nothing answers there (never the network)
+    proc = run_entry("train.py", "experiment=ddpm_tiny", "logger=wandb", f"paths.log_dir={tmp_path}", "run_name=wb",
+                     "test=false", env={"WANDB_API_KEY": "not-a-real-key", "WANDB_BASE_URL": f"http://127.0.0.1:{port}"})
+    assert f"the W&B server 127.0.0.1:{port} is unreachable" in proc.stdout + proc.stderr
+    run_dir = tmp_path / "train" / "runs" / "wb"
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    assert (run_dir / "csv" / "version_0" / "metrics.csv").is_file()
+    media = sorted(p.name.split("_")[0] for p in (offline / "files" / "media" / "images").glob("*.png"))
+    assert "loss" in media and "samples" in media
+
+
 def test_sample_from_a_trained_run_at_any_resolution(tmp_path):
     import numpy as np
 
