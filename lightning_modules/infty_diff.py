@@ -144,7 +144,7 @@ class InftyDiff(DiffusionMethod):
             return None
         if latents is None:
             raise ValueError("a diffusion autoencoder's samples need latents z: train its latent DDPM "
-                             "(experiment=infty_diff_latent_* method.autoencoder_ckpt=THIS_CHECKPOINT) and sample "
+                             "(experiment=infty_diff_<data>_latent method.autoencoder_ckpt=THIS_CHECKPOINT) and sample "
                              "that checkpoint, or pass latents= (reconstruct() encodes given images)")
         if latents.shape != (num_samples, self.net.latent_dim):
             raise ValueError(f"latents must be ({num_samples}, {self.net.latent_dim}), got {tuple(latents.shape)}")
