@@ -3,6 +3,7 @@ order and the conditional NLL of the configured region; sample.py samples in a c
 samples file's hidden half, keeping the observed pixels bit-exact."""
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -70,8 +71,11 @@ def test_sample_in_an_order_then_complete_the_bottom_half(checkpoint, tmp_path, 
     assert not np.array_equal(completed[:, 4:], images[:, 4:])
 
 
-def test_a_completion_file_of_the_wrong_size_is_refused(checkpoint, tmp_path):
+def test_a_completion_file_of_the_wrong_size_is_refused(checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # the user's view: one line, exit status 1
     np.savez(tmp_path / "wrong.npz", images=np.zeros((2, 9, 9, 1), np.uint8))
-    with pytest.raises(ValueError, match=r"holds \[9, 9\] fields; this model completes \[8, 8\]"):
+    with pytest.raises(SystemExit) as stop:
         sample.main(compose_entry("sample", tmp_path / "out", [f"ckpt_path={checkpoint}", "progress=false",
                                                               f"complete.images={tmp_path}/wrong.npz"]))
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stop.value.code == 1 and re.search(r"holds \[9, 9\] fields; this model completes \[8, 8\]", last_line)
