@@ -84,14 +84,20 @@ def test_the_inverse_snr_is_a_per_call_option():
     assert not torch.allclose(sharp, smooth)
 
 
-def test_completion_keeps_the_observed_pixels_and_super_resolution_returns_the_larger_grid():
-    module = make()
+def assert_completion_keeps_the_top_half(module):
+    """`module.complete` on two digits whose first 32 of 64 pixels are observed returns those pixels exactly."""
     fields = digits_batch(2)
     observed = torch.zeros(2, 64, dtype=torch.bool)
     observed[:, :32] = True
     completed = module.complete(fields, observed, generator=torch.Generator().manual_seed(0))
     assert torch.equal(completed.values[:, :32], fields.values[:, :32])
     assert torch.isfinite(completed.values).all()
+    return fields
+
+
+def test_completion_keeps_the_observed_pixels_and_super_resolution_returns_the_larger_grid():
+    module = make()
+    fields = assert_completion_keeps_the_top_half(module)
     high = module.super_resolve(fields.to_dense(), 2, generator=torch.Generator().manual_seed(0))
     assert high.domain.shape == (16, 16) and torch.isfinite(high.values).all()
 
@@ -188,11 +194,7 @@ def test_the_autoencoder_decodes_latents_and_reconstructions_at_any_resolution(r
 
 def test_the_autoencoder_completes_from_the_observed_pixels_and_super_resolves_low_resolution_images():
     module = autoencoder()
-    fields = digits_batch(2)
-    observed = torch.zeros(2, 64, dtype=torch.bool)
-    observed[:, :32] = True
-    completed = module.complete(fields, observed, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(completed.values[:, :32], fields.values[:, :32])
+    fields = assert_completion_keeps_the_top_half(module)
     low = torch.nn.functional.avg_pool2d(fields.to_dense(), 2)
     high = module.super_resolve(low, 4, generator=torch.Generator().manual_seed(0))
     assert high.domain.shape == (16, 16) and torch.isfinite(high.values).all()
