@@ -10,17 +10,20 @@ A run directory (what `experiments/evaluate.py` writes) holds `metrics.json`, `m
                                                 #   their extractor in brackets
       "tables": {"rate_distortion": [{...}]},   # optional: named lists of rows (same keys in every row)
       "created": "2026-11-22T10:00:00+00:00",
-      "num_levels": 17,                         # optional: grey levels of samples.npz "images" (default 256)
       ...                                       # optional run info: checkpoint, method, num_samples, split, ...
     }
 
-samples.npz holds "images" uint8 (N, H, W, C) for grid domains, and "coords" / "values" for every field.
+samples.npz holds "images" uint8 (N, H, W, C) in 0..255 for grid domains, and "coords" / "values" for every field.
+A metric named NAME_std or NAME_sem (bracketed extractor kept: `is_std[digits-cnn]`) is the spread of NAME, and one
+whose last path part starts with `num_` (`test/num_samples`) is a count: comparisons draw them as error bars and
+in the table only, not as panels of their own.
 """
 from __future__ import annotations
 
 import datetime
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -31,6 +34,8 @@ from PIL import Image
 
 SCHEMA = "fieldgen.metrics/1"
 PathLike = Union[str, Path]
+PANELS_PER_ROW = 4  # keeps comparison.png about 1200 px wide however many metrics a run has
+SPREAD = re.compile(r"^(?P<base>.*)_(?P<kind>std|sem)(?P<extractor>\[[^\]]*\])?$")
 
 
 def _format(value: Any) -> str:
@@ -106,10 +111,27 @@ def sample_strip(run_dir: PathLike, count: int = 8) -> Optional[np.ndarray]:
     return None
 
 
+def _plotted(value: Optional[float]) -> float:
+    return np.nan if value is None else value  # metrics.json writes NaN as null
+
+
+def metric_panels(metric_names: Sequence[str]) -> list[tuple[str, Optional[str]]]:
+    """(metric, its spread's name or None) for each metric a comparison plots: spreads (NAME_std, NAME_sem) become
+    error bars of NAME (a panel of their own when NAME is absent) and counts (num_*) are left to the table."""
+    names = list(metric_names)
+    spread_of = {}
+    for name in names:
+        match = SPREAD.match(name)
+        if match and match["base"] + (match["extractor"] or "") in names:
+            spread_of[match["base"] + (match["extractor"] or "")] = name
+    return [(name, spread_of.get(name)) for name in names
+            if name not in spread_of.values() and not name.rsplit("/", 1)[-1].startswith("num_")]
+
+
 def compare_runs(run_dirs: Sequence[PathLike], output_dir: PathLike, names: Optional[Sequence[str]] = None,
                  samples_per_run: int = 8) -> dict[str, Path]:
-    """comparison.md (a table, one row per run) and comparison.png (a bar chart per metric, then a row of samples
-    per run) of runs evaluated on the same dataset."""
+    """comparison.md (a table, one row per run, every metric) and comparison.png (a bar chart per metric panel,
+    PANELS_PER_ROW to a row, then a row of samples per run) of runs evaluated on the same dataset."""
     if not run_dirs:
         raise ValueError("compare_runs needs at least one run directory")
     records = [read_metrics(d) for d in run_dirs]
@@ -126,26 +148,28 @@ def compare_runs(run_dirs: Sequence[PathLike], output_dir: PathLike, names: Opti
     table.write_text(f"# Comparison on {datasets.pop()}\n\n" + markdown_table(rows, ["run", *metric_names]))
 
     strips = [sample_strip(d, samples_per_run) for d in run_dirs]
-    top_levels = [int(r.get("num_levels") or 256) - 1 for r in records]
-    columns = max(1, len(metric_names))
-    figure = Figure(figsize=(max(3.0 * columns, 8.0), 3.0 + 1.6 * len(run_dirs)), layout="constrained")
+    panels = metric_panels(metric_names)
+    columns = min(PANELS_PER_ROW, max(1, len(panels)))
+    metric_rows = max(1, math.ceil(len(panels) / columns))
+    figure = Figure(figsize=(3.0 * columns, 2.6 * metric_rows + 1.2 * len(run_dirs)), layout="constrained")
     FigureCanvasAgg(figure)
-    grid = figure.add_gridspec(1 + len(run_dirs), columns, height_ratios=[2.0] + [1.0] * len(run_dirs))
-    for i, metric in enumerate(metric_names):
-        axis = figure.add_subplot(grid[0, i])
-        values = [r["metrics"].get(metric) for r in records]
-        axis.bar(range(len(names)), [np.nan if v is None else v for v in values],
-                 color=[f"C{j}" for j in range(len(names))])
+    grid = figure.add_gridspec(metric_rows + len(run_dirs), columns,
+                               height_ratios=[2.0] * metric_rows + [1.0] * len(run_dirs))
+    for i, (metric, spread) in enumerate(panels):
+        axis = figure.add_subplot(grid[i // columns, i % columns])
+        values = [_plotted(r["metrics"].get(metric)) for r in records]
+        errors = None if spread is None else [_plotted(r["metrics"].get(spread)) for r in records]
+        axis.bar(range(len(names)), values, yerr=errors, capsize=3, color=[f"C{j}" for j in range(len(names))])
         axis.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-        axis.set_title(metric, fontsize=9)
-    for j, (name, strip, top) in enumerate(zip(names, strips, top_levels)):
-        axis = figure.add_subplot(grid[1 + j, :])
+        axis.set_title(metric if spread is None else f"{metric} ± {SPREAD.match(spread)['kind']}", fontsize=9)
+    for j, (name, strip) in enumerate(zip(names, strips)):
+        axis = figure.add_subplot(grid[metric_rows + j, :])
         axis.set_axis_off()
         axis.set_title(name, fontsize=9, loc="left")
         if strip is None:
             axis.text(0.5, 0.5, "no samples.npz images or samples.png", ha="center", va="center")
         else:
-            axis.imshow(strip.squeeze(-1) if strip.shape[-1] == 1 else strip, cmap="gray", vmin=0, vmax=top,
+            axis.imshow(strip.squeeze(-1) if strip.shape[-1] == 1 else strip, cmap="gray", vmin=0, vmax=255,
                         interpolation="nearest")
     image = output_dir / "comparison.png"
     figure.savefig(image, dpi=100)

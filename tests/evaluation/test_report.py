@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation.report import SCHEMA, compare_runs, markdown_table, read_metrics, write_metrics
+from evaluation.report import SCHEMA, compare_runs, markdown_table, metric_panels, read_metrics, write_metrics
 
 
 def _run(path, dataset, metrics, samples="npz"):
-    write_metrics(metrics, path, dataset=dataset, num_levels=256, checkpoint="last.ckpt")
+    write_metrics(metrics, path, dataset=dataset, checkpoint="last.ckpt")
     images = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 1), dtype=np.uint8)
     if samples == "npz":
         np.savez(path / "samples.npz", images=images, coords=np.zeros((10, 64, 2)), values=np.zeros((10, 64, 1)))
@@ -46,6 +46,29 @@ def test_compare_runs_writes_a_table_and_a_figure(tmp_path):
     assert "| run | fid[digits-cnn] | kid[digits-cnn] |" in table and "| dpf | 5 |  |" in table
     with Image.open(out["figure"]) as figure:
         assert figure.format == "PNG" and figure.size[0] > 400 and figure.size[1] > 300
+
+
+# what `make demo`'s evaluation writes: 14 metrics, of which 3 are spreads and 1 a count
+DEMO_METRICS = ["test/loss", "test/bpd", "test/bpd_sem", "test/num_samples", "test/prior_bpd", "test/distortion_bpd",
+                "test/rate_bpd", "is[digits-cnn]", "is_std[digits-cnn]", "fid[digits-cnn]", "kid[digits-cnn]",
+                "kid_std[digits-cnn]", "precision[digits-cnn]", "recall[digits-cnn]"]
+
+
+def test_spreads_are_error_bars_and_counts_stay_in_the_table():
+    assert metric_panels(DEMO_METRICS) == [
+        ("test/loss", None), ("test/bpd", "test/bpd_sem"), ("test/prior_bpd", None), ("test/distortion_bpd", None),
+        ("test/rate_bpd", None), ("is[digits-cnn]", "is_std[digits-cnn]"), ("fid[digits-cnn]", None),
+        ("kid[digits-cnn]", "kid_std[digits-cnn]"), ("precision[digits-cnn]", None), ("recall[digits-cnn]", None)]
+    assert metric_panels(["kid_std[other]", "kid[digits-cnn]"]) == [("kid_std[other]", None), ("kid[digits-cnn]", None)]
+
+
+def test_a_comparison_of_many_metrics_stays_readable(tmp_path):
+    values = {name: float(i + 1) for i, name in enumerate(DEMO_METRICS)}
+    runs = [_run(tmp_path / name, "digits", values) for name in ("a", "b")]
+    out = compare_runs(runs, tmp_path / "cmp")
+    with Image.open(out["figure"]) as figure:
+        assert figure.size[0] <= 1300  # 4 panels to a row, not 14 side by side (4200 px before)
+    assert "| run | " + " | ".join(DEMO_METRICS) + " |" in out["table"].read_text()  # the table keeps every metric
 
 
 def test_compare_runs_refuses_mixed_datasets_and_non_runs(tmp_path):
