@@ -9,7 +9,8 @@ from lightning_modules.build import build
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "experiment").glob("*.yaml"))
 # the encoder checkpoint it reads is another run's output (experiment=view_encoder_procedural): the untrained
 # encoder stands in
-STAND_INS = {"dietnerf_procedural_8v": ["method.semantic.encoder.ckpt_path=null"]}
+STAND_INS = {name: ["method.semantic.encoder.ckpt_path=null"]
+             for name in ("dietnerf_procedural_8v", "dietnerf_procedural_8v_one_sided")}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
