@@ -4,7 +4,9 @@ train: `compute_losses(batch)` + backward (+ the trainer's gradient clipping) + 
 real batches of the experiment's DataModule. sample: the network forwards one sampling step performs, found by
 forward pre-hooks on `module.networks()` while `module.sample` runs (diffusion methods: over `sample_steps`
 respaced steps, one step being the calls divided by the steps; other methods: the calls before any network is
-called a second time), then replayed on the inputs they were given. Peak memory: torch.cuda.max_memory_allocated
+called a second time), then replayed on the inputs they were given (a diffusion autoencoder decodes its encoder's
+latents of training fields: `sampling_inputs`). An operator case (benchmarks.operators) times its variant's forward
+and backward on synthetic inputs. Peak memory: torch.cuda.max_memory_allocated
 on CUDA; on CPU the rise of the resident set's high-water mark from its size before the first step (Linux: VmHWM,
 restarted there, or VmRSS sampled by a thread where the kernel refuses the restart; without /proc ru_maxrss, which
 cannot be restarted, so each case may run in a fresh spawn process); for sampling, both from before the calls are
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import itertools
+import math
 import multiprocessing
 import resource
 import statistics
@@ -28,12 +31,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+from hydra.utils import instantiate
 from torch import nn
 
 from benchmarks.peers import PEERS
 from benchmarks.runs import build_run, training_batches
 from lightning_modules.base import FieldGenerativeModule
 from lightning_modules.diffusion_method import DiffusionMethod
+from lightning_modules.infty_diff import InftyDiff
 
 OURS = "fieldgen"
 PRECISIONS = ("fp32", "bf16")
@@ -70,8 +75,8 @@ class _OneStepSeen(Exception):
 Call = tuple[nn.Module, tuple, dict]
 
 
-def sampling_step_calls(module: FieldGenerativeModule, num_samples: int, steps: int) -> list[Call]:
-    """The network calls (network, args, kwargs) of one sampling step of `module.sample(num_samples)`."""
+def sampling_step_calls(module: FieldGenerativeModule, num_samples: int, steps: int, **inputs) -> list[Call]:
+    """The network calls (network, args, kwargs) of one sampling step of `module.sample(num_samples, **inputs)`."""
     calls: list[tuple[str, Call]] = []
     stop_at_repeat = not isinstance(module, DiffusionMethod)
 
@@ -87,7 +92,7 @@ def sampling_step_calls(module: FieldGenerativeModule, num_samples: int, steps: 
     options = {} if stop_at_repeat else {"steps": steps}
     generator = torch.Generator(device=module.device).manual_seed(0)
     try:
-        module.sample(num_samples, generator=generator, **options)
+        module.sample(num_samples, generator=generator, **options, **inputs)
     except _OneStepSeen:
         pass
     finally:
@@ -103,14 +108,48 @@ def sampling_step_calls(module: FieldGenerativeModule, num_samples: int, steps: 
     return [call for _, call in calls[:len(calls) // steps]]
 
 
+def sampling_inputs(module: FieldGenerativeModule, datamodule, num_samples: int, device: torch.device) -> dict:
+    """What `sample` needs besides a count: a diffusion autoencoder (∞-Diff with net.latent_dim > 0) decodes given
+    latents, here its encoder's of the first training fields (as `reconstruct` does), so its decoder's sampling step
+    is timed; nothing for every other method."""
+    if not (isinstance(module, InftyDiff) and module.net.latent_dim):
+        return {}
+    batches = training_batches(datamodule, math.ceil(num_samples / datamodule.batch_size), device)
+    latents = torch.cat([module.encode(batch) for batch in batches])[:num_samples]
+    if len(latents) < num_samples:
+        raise ValueError(f"the autoencoder's sampling step decodes the latents of {num_samples} training fields, but "
+                         f"the training split gives {len(latents)}; lower benchmark.sample_batch_size")
+    return {"latents": latents}
+
+
 def optimizer_of(module: FieldGenerativeModule) -> torch.optim.Optimizer:
     configured = module.configure_optimizers()
     return configured["optimizer"] if isinstance(configured, dict) else configured
 
 
+def prepare_operator(case: Case) -> tuple[Callable[[], None], Callable[[], None], dict]:
+    """prepare() of an operator case (benchmarks.operators): case.model is the variant; a step is its forward and
+    the backward of the output's sum."""
+    device = torch.device(case.device)
+    run = instantiate(case.config["operator"], _convert_="all").build(case.model, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=case.precision == "bf16")
+
+    def step() -> None:
+        for leaf in run.leaves:
+            leaf.grad = None
+        with autocast:
+            out = run.forward()
+        out.float().sum().backward()
+
+    facts = {"params": run.params, "points": run.points, "synthetic_data": True, "networks": [], "items": run.items}
+    return lambda: None, step, facts
+
+
 def prepare(case: Case) -> tuple[Callable[[], None], Callable[[], None], dict]:
     """(start, step, facts): `start` readies the phase once before the timed steps (sampling: records one step's
     network calls; both count in the peak memory), `step` runs one step of it; facts about the case."""
+    if case.config.get("operator"):
+        return prepare_operator(case)
     device = torch.device(case.device)
     datamodule, module, synthetic = build_run(case.config, case.batches, case.synthetic_item_shape)
     if case.model != OURS:
@@ -123,13 +162,14 @@ def prepare(case: Case) -> tuple[Callable[[], None], Callable[[], None], dict]:
     facts["networks"] = list(module.networks().values())
     if case.phase == "sample":
         module.eval()
+        inputs = sampling_inputs(module, datamodule, case.sample_batch_size, device)
         calls = []
         facts["items"] = case.sample_batch_size
         if module.domain.kind == "rays":  # sample(n) renders n whole views
             facts["rays"] = case.sample_batch_size * module.domain.num_points
 
         def start() -> None:
-            calls.extend(sampling_step_calls(module, case.sample_batch_size, case.sample_steps))
+            calls.extend(sampling_step_calls(module, case.sample_batch_size, case.sample_steps, **inputs))
             facts["calls"] = len(calls)
             if module.compile_net:
                 module.compile_networks()

@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from benchmarks.measure import OURS, PHASES, PRECISIONS, Case, matmul_peak_gflops, run_case
@@ -31,6 +32,8 @@ MEMORY = {
 
 
 def check_options(options: DictConfig, device: torch.device) -> None:
+    if not options.phases or set(options.phases) - set(PHASES):
+        raise ValueError(f"benchmark.phases must be a non-empty subset of {list(PHASES)}, got {list(options.phases)}")
     unknown = sorted(set(options.precisions) - set(PRECISIONS))
     if unknown or not options.precisions:
         raise ValueError(f"benchmark.precisions must be a non-empty subset of {list(PRECISIONS)}, "
@@ -92,7 +95,7 @@ def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
-def fitted_slopes(rows: Sequence[dict], against: str) -> list[dict]:
+def fitted_slopes(rows: Sequence[dict], against: str, phases: Sequence[str] = PHASES) -> list[dict]:
     """Per model and precision, the log-log slope of each phase's step time against `against`: over the whole
     sweep and over its two largest values (where the work that grows outweighs the fixed work)."""
     slopes = []
@@ -100,7 +103,7 @@ def fitted_slopes(rows: Sequence[dict], against: str) -> list[dict]:
         runs = sorted((r for r in rows if (r["model"], r["precision"]) == (model, precision)),
                       key=lambda r: r[against])
         entry = {"model": model, "precision": precision}
-        for phase in PHASES:
+        for phase in phases:
             for name, part in ((f"{phase}", runs), (f"{phase}, 2 largest", runs[-2:])):
                 entry[name] = loglog_slope([r[against] for r in part], [r[f"{phase}_ms"] for r in part])
         slopes.append(entry)
@@ -119,46 +122,54 @@ def slope_axis(rows: Sequence[dict], key: Optional[str]) -> Optional[str]:
     return key if numeric and len({row[key] for row in rows}) > 1 else None
 
 
-def run_benchmark(cfg: DictConfig, experiment: Optional[str]) -> dict:
-    """Measure every case of the composed benchmark config (conf/benchmark.yaml over the train config); returns
-    the record that report.write_report writes."""
+def run_benchmark(cfg: DictConfig, experiment: Optional[str], operator: Optional[str] = None) -> dict:
+    """Measure every case of the composed benchmark config (conf/benchmark.yaml over the train config, or the
+    `operator` case of conf/operator/ when one is selected); returns the record that report.write_report writes."""
     options = cfg.benchmark
     device = torch.device("cuda" if options.device == "auto" and torch.cuda.is_available() else
                           "cpu" if options.device == "auto" else options.device)
     check_options(options, device)
     points = sweep_configs(cfg)
     shape = tuple(options.synthetic_item_shape) if options.synthetic_item_shape else None
-    _, probe, synthetic = build_run(points[0][1], 1, shape)  # config errors surface here, before any timing
-    models, versions, skipped = [OURS], {"torch": torch.__version__}, []
-    for name, peer in PEERS.items():
-        if not peer.applies_to(probe):
-            continue
-        version = peer.version() if options.peers else None
-        if version:
-            models.append(name)
-            versions[peer.package] = version
-        else:
-            skipped.append(f"{name} ({'benchmark.peers=false' if not options.peers else peer.package + ' does not import'})")
     isolate = options.isolate_memory and device.type == "cpu"
     sweep_key = None if options.sweep.key is None else str(options.sweep.key if isinstance(options.sweep.key, str)
                                                            else ",".join(options.sweep.key))
-    record = {"experiment": experiment, "method": probe.method_name, "device": device_name(device),
-              "versions": versions, "skipped": skipped, "synthetic_data": synthetic, "warmup": options.warmup,
-              "repeats": options.repeats, "batch_size": points[0][1]["data"]["batch_size"],
-              "sample_batch_size": options.sample_batch_size or points[0][1]["data"]["batch_size"],
-              "sample_steps": options.sample_steps,
+    record = {"experiment": experiment, "device": device_name(device), "versions": {"torch": torch.__version__},
+              "skipped": [], "warmup": options.warmup, "repeats": options.repeats,
               "memory": "CUDA max allocated" if device.type == "cuda" else "RSS rise" if isolate
-              else "RSS rise, in-process", "sweep": sweep_key, "load_average_start": os.getloadavg(), "rows": [],
-              "matmul_peak_gflops": {precision: matmul_peak_gflops(device, precision, options.matmul_peak_size)
-                                     for precision in options.precisions}}
-    labels = {OURS: f"{OURS} " + " + ".join(type(network).__name__ for network in probe.networks().values())}
-    del probe
+              else "RSS rise, in-process", "sweep": sweep_key, "load_average_start": os.getloadavg(), "rows": []}
+    if operator:
+        builder = instantiate(points[0][1]["operator"], _convert_="all")  # config errors surface here
+        models, labels, phases = builder.variants, {}, ("train",)
+        record.update(operator=operator, description=type(builder).__doc__.split("\n\n")[0],
+                      settings={k: v for k, v in points[0][1]["operator"].items() if not k.startswith("_")},
+                      synthetic_data=True)
+    else:
+        _, probe, synthetic = build_run(points[0][1], 1, shape)  # config errors surface here, before any timing
+        models, phases = [OURS], [phase for phase in PHASES if phase in options.phases]
+        for name, peer in PEERS.items():
+            if not peer.applies_to(probe):
+                continue
+            version = peer.version() if options.peers else None
+            if version:
+                models.append(name)
+                record["versions"][peer.package] = version
+            else:
+                record["skipped"].append(f"{name} ({'benchmark.peers=false' if not options.peers else peer.package + ' does not import'})")
+        record.update(method=probe.method_name, synthetic_data=synthetic, batch_size=points[0][1]["data"]["batch_size"],
+                      sample_batch_size=options.sample_batch_size or points[0][1]["data"]["batch_size"],
+                      sample_steps=options.sample_steps,
+                      matmul_peak_gflops={precision: matmul_peak_gflops(device, precision, options.matmul_peak_size)
+                                          for precision in options.precisions})
+        labels = {OURS: f"{OURS} " + " + ".join(type(network).__name__ for network in probe.networks().values())}
+        del probe
+    record["phases"] = list(phases)
     for model in models:
         for precision in options.precisions:
             for value, config in points:
                 row = {"model": labels.get(model, model), "precision": precision,
                        **({sweep_key: value} if sweep_key else {})}
-                for phase in PHASES:
+                for phase in phases:
                     case = Case(config, model, precision, phase, str(device), options.warmup, options.repeats,
                                 options.batches, options.sample_batch_size or config["data"]["batch_size"],
                                 options.sample_steps, shape)
@@ -166,11 +177,13 @@ def run_benchmark(cfg: DictConfig, experiment: Optional[str]) -> dict:
                     row.update(params=result.pop("params"), points=result.pop("points"))
                     row["synthetic_data"] = result.pop("synthetic_data")
                     row.update({f"{phase}_{k}": v for k, v in result.items()})
-                    row[f"{phase}_peak_share"] = row[f"{phase}_linear_gflops"] / record["matmul_peak_gflops"][precision]
+                    if not operator:
+                        row[f"{phase}_peak_share"] = (row[f"{phase}_linear_gflops"]
+                                                      / record["matmul_peak_gflops"][precision])
                 log.info("%s", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
                 record["rows"].append(row)
     record["load_average_end"] = os.getloadavg()
     against = slope_axis(record["rows"], sweep_key)
     record["slopes_against"] = against
-    record["slopes"] = fitted_slopes(record["rows"], against) if against else []
+    record["slopes"] = fitted_slopes(record["rows"], against, phases) if against else []
     return record

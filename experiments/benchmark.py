@@ -1,7 +1,8 @@
 """Speed and memory of an experiment's LitModule: `python experiments/benchmark.py experiment=NAME [overrides]`.
 
 Any train.py override applies (data.batch_size=8, method.net.num_latents=256); benchmark.* sets the measurement
-and benchmark.sweep.key / .values sweep any config key (conf/benchmark.yaml). Writes benchmark.output_dir/
+and benchmark.sweep.key / .values sweep any config key (conf/benchmark.yaml);
+`operator=NAME` times one operator's variants on synthetic inputs instead (conf/operator/, benchmarks/operators.py). Writes benchmark.output_dir/
 benchmark.md, benchmark.json (and benchmark.png for a numeric sweep) and prints the tables.
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
 def main(cfg: DictConfig) -> Path:
     hydra_cfg = HydraConfig.get()
-    record = run_benchmark(cfg, hydra_cfg.runtime.choices.get("experiment"))
+    choices = hydra_cfg.runtime.choices
+    record = run_benchmark(cfg, choices.get("experiment"), choices.get("operator"))
     record["command"] = " ".join(["python experiments/benchmark.py", *map(shlex.quote, hydra_cfg.overrides.task)])
     path = write_report(record, Path(cfg.benchmark.output_dir))
     print(path.read_text())

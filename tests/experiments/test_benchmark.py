@@ -17,6 +17,7 @@ from torch import nn
 
 from benchmarks import measure
 from benchmarks.measure import sampling_step_calls
+from benchmarks.operators import SparseDepthwiseConv
 from benchmarks.peers import PEERS
 from benchmarks.suite import loglog_slope
 from benchmarks.synthetic import SyntheticSource, synthetic_source_config
@@ -167,6 +168,7 @@ def test_a_sweep_of_keys_set_together_fits_against_points(benchmark):
     (["benchmark.precisions=[fp16]"], "precisions must be"),
     (["benchmark.repeats=0"], "repeats >= 1"),
     (["benchmark.sample_steps=0"], "sample_steps >= 1"),
+    (["benchmark.phases=[render]"], "phases must be"),
 ])
 def test_bad_options_are_named(benchmark, overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -258,3 +260,43 @@ def test_isolated_cases_measure_their_own_peak_memory(benchmark):
                           "benchmark.sample_batch_size=2048")
     assert record["memory"] == "RSS rise"
     assert all(row[f"{phase}_peak_mib"] > 0 for row in record["rows"] for phase in ("train", "sample"))
+
+
+def test_an_operator_case_times_each_variant_forward_and_backward(benchmark):
+    markdown, record = benchmark("operator=sparse_depthwise_conv", "operator.channels=4",
+                                 "benchmark.sweep.key=operator.grid_size", "benchmark.sweep.values=[8,16]")
+    assert [(row["model"], row["points"]) for row in record["rows"]] == [
+        (variant, points) for variant in ("dense_scatter", "kernel_map", "dense_masked") for points in (16, 64)]
+    for row in record["rows"]:
+        assert math.isfinite(row["train_ms"]) and row["train_ms"] > 0 and row["train_peak_mib"] >= 0
+        assert row["params"] == 4 * 7 * 7
+    assert record["slopes_against"] == "points" and "forward + backward (ms)" in markdown.read_text()
+
+
+def test_the_dense_masked_reference_is_the_normalised_sparse_convolution_with_its_gradients():
+    builder = SparseDepthwiseConv(["dense_scatter", "kernel_map", "dense_masked"], grid_size=9, occupancy=0.3,
+                                  channels=3, kernel_size=5, batch_size=2)
+    outputs = {}
+    for variant in builder.variants:
+        run = builder.build(variant, torch.device("cpu"))
+        out = run.forward()
+        if out.dim() == 4:  # the dense grid, read at the points
+            out = out.flatten(2).transpose(1, 2).gather(1, builder.index.unsqueeze(-1).expand(-1, -1, 3))
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outputs[variant] = (out.detach(), run.leaves[-1].grad)
+    dense, dense_grad = outputs.pop("dense_masked")
+    for out, grad in outputs.values():
+        torch.testing.assert_close(out, dense)
+        torch.testing.assert_close(grad, dense_grad)
+
+
+def test_a_diffusion_autoencoder_decodes_its_encoders_latents_of_training_fields(benchmark):
+    _, record = benchmark("experiment=infty_diff_tiny", "method.net.latent_dim=4", "benchmark.peers=false")
+    check_rows(record["rows"])
+
+
+def test_only_the_selected_phases_are_measured(benchmark):
+    markdown, record = benchmark("experiment=ddpm_tiny", "benchmark.peers=false", "benchmark.phases=[train]")
+    (row,) = record["rows"]
+    assert row["train_ms"] > 0 and not any(key.startswith("sample_") for key in row)
+    assert "train step (ms)" in markdown.read_text() and "sample step" not in markdown.read_text()
