@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from networks.sparse_conv import BACKENDS, check_kernel_size, sparse_conv, support_normaliser
+from networks.sparse_conv import DEPTHWISE_BACKENDS, check_kernel_size, sparse_conv, support_normaliser
 
 
 @dataclasses.dataclass
@@ -39,18 +39,18 @@ def masked_dense_conv(image: Tensor, mask: Tensor, weight: Tensor, normaliser: T
 
 class SparseDepthwiseConv:
     """∞-Diff's sparse depthwise convolution (networks.sparse_conv, divided by its neighbour-count normaliser as in
-    networks.sparse_operator) on a random `occupancy` of a grid_size^2 lattice, per backend (BACKENDS), against
-    "dense_masked": `masked_dense_conv` of the zero-filled grid with the same normaliser. The normaliser depends on
-    the points only and is computed before the steps (the network computes it once per forward for all its convs)."""
+    networks.sparse_operator) on a random `occupancy` of a grid_size^2 lattice, per backend (DEPTHWISE_BACKENDS),
+    against "dense_masked": `masked_dense_conv` of the zero-filled grid with the same normaliser. The normaliser
+    depends on the points only and is computed before the steps (the network computes it once per forward for all its convs)."""
 
     DENSE = "dense_masked"
 
     def __init__(self, variants: Sequence[str], grid_size: int, occupancy: float, channels: int, kernel_size: int,
                  batch_size: int, seed: int = 0):
-        unknown = sorted(set(variants) - {*BACKENDS, self.DENSE})
+        unknown = sorted(set(variants) - {*DEPTHWISE_BACKENDS, self.DENSE})
         if unknown or not variants:
-            raise ValueError(f"operator.variants must be a non-empty subset of {[*BACKENDS, self.DENSE]}, got "
-                             f"{list(variants)}")
+            raise ValueError(f"operator.variants must be a non-empty subset of {[*DEPTHWISE_BACKENDS, self.DENSE]}, "
+                             f"got {list(variants)}")
         if not 0 < occupancy <= 1:
             raise ValueError(f"operator.occupancy={occupancy} must be a fraction of the lattice in (0, 1]")
         self.variants, self.kernel_size = list(variants), check_kernel_size(kernel_size, "operator.kernel_size")
@@ -66,7 +66,7 @@ class SparseDepthwiseConv:
         normaliser = support_normaliser(index, self.shape, self.kernel_size, self.kernel_size)
         batch, num_points, channels = self.values.shape
         run = dict(items=batch, points=num_points, params=weight.numel())
-        if variant in BACKENDS:
+        if variant in DEPTHWISE_BACKENDS:
             values = self.values.to(device).requires_grad_()
             return OperatorRun(lambda: sparse_conv(values, index, self.shape, weight, variant) / normaliser,
                                [values, weight], **run)

@@ -13,15 +13,19 @@ Backends (same maths, checked against each other, a dense masked conv and brute 
 - "kernel_map": per kernel offset, look up each point's neighbour in an index image, multiply (depthwise) or
   matrix-multiply (regular) and index_add:
   memory O(m k^2) instead of O(HW), for very sparse points; the reference.
+- "spconv" (optional, `pip install spconv`, in the `peers` extra): spconv's SubMConv2d, imported only when
+  selected; regular kernels only (spconv has no depthwise convolution), for the "Regular Convs" ablation.
 """
 from __future__ import annotations
 
+import functools
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-BACKENDS = ("dense_scatter", "kernel_map")
+BACKENDS = ("dense_scatter", "kernel_map", "spconv")
+DEPTHWISE_BACKENDS = ("dense_scatter", "kernel_map")
 
 
 def check_kernel_size(kernel_size: int, name: str = "kernel_size") -> int:
@@ -110,6 +114,49 @@ def _kernel_map(values: Tensor, index: Tensor, shape: tuple[int, int], weight: T
     return out.view(batch, num_points, weight.shape[0])
 
 
+@functools.cache
+def _spconv_module():
+    try:
+        import spconv.pytorch as spconv_pytorch
+        import spconv.pytorch.ops as spconv_ops
+    except ImportError as error:
+        raise ImportError("sparse convolution backend 'spconv' needs spconv: `pip install spconv` (or the "
+                          "`peers` extra: `pip install -e .[peers]`), or choose backend 'dense_scatter' or "
+                          "'kernel_map'") from error
+    if not torch.cuda.is_available():
+        # spconv's backward asks torch.cuda for its stream even for CPU tensors; 0 is the CPU "stream"
+        spconv_ops.get_current_stream = lambda: 0
+    return spconv_pytorch
+
+
+@functools.cache
+def _spconv_layer(in_channels: int, out_channels: int, kernel_size: int, dilation: int):
+    """A weightless SubMConv2d shell: `_spconv` passes the weight in through functional_call."""
+    with torch.device("meta"):
+        return _spconv_module().SubMConv2d(in_channels, out_channels, kernel_size, dilation=dilation, bias=False)
+
+
+def _spconv(values: Tensor, index: Tensor, shape: tuple[int, int], weight: Tensor, dilation: int = 1) -> Tensor:
+    batch, num_points, channels = values.shape
+    if weight.shape[1] == 1 and channels > 1:
+        raise ValueError(f"backend 'spconv' has no depthwise convolution (got a {tuple(weight.shape)} kernel for "
+                         f"{channels} channels); use one of {', '.join(DEPTHWISE_BACKENDS)}")
+    if values.dtype not in (torch.float16, torch.float32, torch.float64):
+        raise ValueError(f"backend 'spconv' computes in float16/32/64, got {values.dtype}; cast the points or use "
+                         f"one of {', '.join(DEPTHWISE_BACKENDS)}")
+    spconv_pytorch = _spconv_module()
+    layer = _spconv_layer(channels, weight.shape[0], weight.shape[-1], dilation)
+    batch_of = torch.arange(batch, device=index.device)[:, None].expand(-1, num_points)
+    width = shape[1]
+    # spconv silently misreads non-contiguous coordinates
+    coordinates = torch.stack([batch_of, index // width, index % width], -1).reshape(-1, 3).int().contiguous()
+    points = spconv_pytorch.SparseConvTensor(values.reshape(-1, channels), coordinates, list(shape), batch)
+    # spconv's kernels are (C_out, k, k, C_in), same cross-correlation orientation; its backward wants it contiguous
+    kernel = weight.permute(0, 2, 3, 1).contiguous()
+    out = torch.func.functional_call(layer, {"weight": kernel}, (points,)).features
+    return out.view(batch, num_points, weight.shape[0])
+
+
 def sparse_conv(values: Tensor, index: Tensor, shape: tuple[int, int], weight: Tensor,
                 backend: str = "dense_scatter", dilation: int = 1) -> Tensor:
     """Convolution of points `values` (B, m, C) at lattice `index` (B, m) of an H x W lattice with `weight`
@@ -130,6 +177,8 @@ def sparse_conv(values: Tensor, index: Tensor, shape: tuple[int, int], weight: T
         return _dense_scatter(values, index, shape, weight, dilation)
     if backend == "kernel_map":
         return _kernel_map(values, index, shape, weight, dilation)
+    if backend == "spconv":
+        return _spconv(values, index, shape, weight, dilation)
     raise ValueError(f"unknown sparse convolution backend {backend!r}; valid: {', '.join(BACKENDS)}")
 
 

@@ -1,12 +1,17 @@
-"""The lattice sparse convolution (depthwise, and regular for Table 2's ablation): every backend against a dense masked conv and brute force (values
-and gradients), the neighbour-count normaliser, kernel resizing, refusals."""
+"""The lattice sparse convolution (depthwise, and regular for Table 2's ablation): every backend against a dense
+masked conv and brute force (values and gradients; spconv, regular kernels only, where it imports), the
+neighbour-count normaliser, kernel resizing, refusals."""
+import importlib.util
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from datamodules.points import draw_distinct
-from networks.sparse_conv import (BACKENDS, check_lattice_index, neighbour_count, resize_kernel, resized_kernel_size,
-                                  sparse_conv, support_normaliser)
+from networks import sparse_conv as sparse_conv_module
+from networks.sparse_conv import (BACKENDS, DEPTHWISE_BACKENDS, check_lattice_index, neighbour_count, resize_kernel,
+                                  resized_kernel_size, sparse_conv, support_normaliser)
 
 F64 = torch.float64
 
@@ -48,7 +53,7 @@ def masked_dense(values, index, shape, weight):
     return torch.stack([flat[b, index[b]] for b in range(batch)])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", DEPTHWISE_BACKENDS)
 @pytest.mark.parametrize("kernel_size,fraction", [(3, 0.3), (5, 0.6), (7, 1.0)])
 def test_every_backend_is_a_masked_dense_conv_and_brute_force(backend, kernel_size, fraction):
     shape = (9, 7)
@@ -61,6 +66,8 @@ def test_every_backend_is_a_masked_dense_conv_and_brute_force(backend, kernel_si
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_regular_conv_is_a_masked_dense_conv_and_brute_force_with_gradients(backend):
+    if backend == "spconv":
+        pytest.importorskip("spconv")
     shape = (7, 6)
     values, index = sparse_points(shape=shape, fraction=0.4, channels=3, seed=6)
     weight = torch.randn(4, 3, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(7))
@@ -71,9 +78,42 @@ def test_a_regular_conv_is_a_masked_dense_conv_and_brute_force_with_gradients(ba
     values.requires_grad_(True)
     weight.requires_grad_(True)
     torch.autograd.gradcheck(lambda v, w: sparse_conv(v, index, shape, w, backend), (values, weight))
+    cotangent = torch.randn_like(out)
+    got = torch.autograd.grad((sparse_conv(values, index, shape, weight, backend) * cotangent).sum(),
+                              (values, weight))
+    expected = torch.autograd.grad((masked_dense(values, index, shape, weight) * cotangent).sum(), (values, weight))
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(got, expected))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+def test_spconv_matches_the_reference_on_dilated_float32_kernels_with_gradients():
+    pytest.importorskip("spconv")
+    shape = (12, 10)
+    values, index = sparse_points(shape=shape, fraction=0.3, channels=5, seed=10)
+    values = values.float().requires_grad_(True)
+    weight = torch.randn(6, 5, 5, 5, generator=torch.Generator().manual_seed(11)).requires_grad_(True)
+    cotangent = torch.randn(*values.shape[:2], 6)
+    outs = {backend: sparse_conv(values, index, shape, weight, backend, dilation=2)
+            for backend in ("spconv", "kernel_map")}
+    assert torch.allclose(outs["spconv"], outs["kernel_map"], atol=1e-5)
+    got, expected = (torch.autograd.grad((outs[b] * cotangent).sum(), (values, weight)) for b in outs)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(got, expected))
+
+
+def test_spconv_refuses_depthwise_kernels_and_names_the_install_when_absent(monkeypatch):
+    values, index = sparse_points(channels=3)
+    if importlib.util.find_spec("spconv") is not None:
+        with pytest.raises(ValueError, match="'spconv' has no depthwise convolution.*dense_scatter, kernel_map"):
+            sparse_conv(values, index, (9, 7), torch.zeros(3, 1, 3, 3, dtype=F64), "spconv")
+    monkeypatch.setitem(sys.modules, "spconv", None)
+    sparse_conv_module._spconv_module.cache_clear()
+    try:
+        with pytest.raises(ImportError, match=r"pip install spconv.*peers"):
+            sparse_conv(values, index, (9, 7), torch.zeros(4, 3, 3, 3, dtype=F64), "spconv")
+    finally:
+        sparse_conv_module._spconv_module.cache_clear()
+
+
+@pytest.mark.parametrize("backend", DEPTHWISE_BACKENDS)
 def test_a_dilated_conv_is_a_masked_dense_dilated_conv_and_its_normaliser_counts_the_taps(backend):
     shape = (9, 8)
     values, index = sparse_points(shape=shape, fraction=0.5, channels=2, seed=8)
@@ -98,7 +138,7 @@ def test_on_the_full_lattice_it_is_a_zero_padded_conv2d():
     weight = torch.randn(4, 1, 5, 5, dtype=F64)
     index = torch.arange(48).expand(2, -1)
     values = image.flatten(2).transpose(1, 2)
-    for backend in BACKENDS:
+    for backend in DEPTHWISE_BACKENDS:
         out = sparse_conv(values, index, shape, weight, backend)
         expected = F.conv2d(image, weight, padding=2, groups=4).flatten(2).transpose(1, 2)
         assert torch.allclose(out, expected, atol=1e-12)
@@ -111,13 +151,13 @@ def test_a_delta_kernel_reads_the_neighbour_at_its_offset():
     weight[0, 0, 0, 2] = 1.0
     index = torch.arange(25)[None]
     values = torch.arange(25, dtype=F64).reshape(1, 25, 1)
-    for backend in BACKENDS:
+    for backend in DEPTHWISE_BACKENDS:
         out = sparse_conv(values, index, shape, weight, backend).reshape(5, 5)
         assert out[2, 2] == (2 - 1) * 5 + (2 + 1)
         assert out[0, 2] == 0 and out[2, 4] == 0  # beyond the lattice: nothing
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", DEPTHWISE_BACKENDS)
 def test_gradients_match_the_dense_reference_and_gradcheck(backend):
     shape = (6, 5)
     values, index = sparse_points(shape=shape, fraction=0.4, channels=2, seed=3)
