@@ -110,7 +110,7 @@ def _kernel_map(values: Tensor, index: Tensor, shape: tuple[int, int], weight: T
             targets = flat.reshape(-1)[present]
             taps = weight[:, :, a, b]
             contribution = points[neighbour[present]] * taps[:, 0] if depthwise else points[neighbour[present]] @ taps.T
-            out = out.index_add(0, targets, contribution)
+            out = out.index_add(0, targets, contribution.to(out.dtype))  # autocast makes the matmul bf16
     return out.view(batch, num_points, weight.shape[0])
 
 
@@ -153,7 +153,8 @@ def _spconv(values: Tensor, index: Tensor, shape: tuple[int, int], weight: Tenso
     points = spconv_pytorch.SparseConvTensor(values.reshape(-1, channels), coordinates, list(shape), batch)
     # spconv's kernels are (C_out, k, k, C_in), same cross-correlation orientation; its backward wants it contiguous
     kernel = weight.permute(0, 2, 3, 1).contiguous()
-    out = torch.func.functional_call(layer, {"weight": kernel}, (points,)).features
+    with torch.autocast(values.device.type, enabled=False):  # spconv has no bf16 kernels: compute in values' dtype
+        out = torch.func.functional_call(layer, {"weight": kernel}, (points,)).features
     return out.view(batch, num_points, weight.shape[0])
 
 

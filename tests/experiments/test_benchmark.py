@@ -1,6 +1,7 @@
 """experiments/benchmark.py on every registered method's tiny experiment (fp32, one repeat, in-process), the
 sampling call counting, sweeps, synthetic stand-ins for absent data, peers and the report files."""
 import gc
+import importlib.util
 import json
 import math
 import mmap
@@ -17,7 +18,7 @@ from torch import nn
 
 from benchmarks import measure
 from benchmarks.measure import sampling_step_calls
-from benchmarks.operators import SparseDepthwiseConv
+from benchmarks.operators import SparseConv
 from benchmarks.peers import PEERS
 from benchmarks.suite import loglog_slope
 from benchmarks.synthetic import SyntheticSource, synthetic_source_config
@@ -273,9 +274,20 @@ def test_an_operator_case_times_each_variant_forward_and_backward(benchmark):
     assert record["slopes_against"] == "points" and "forward + backward (ms)" in markdown.read_text()
 
 
-def test_the_dense_masked_reference_is_the_normalised_sparse_convolution_with_its_gradients():
-    builder = SparseDepthwiseConv(["dense_scatter", "kernel_map", "dense_masked"], grid_size=9, occupancy=0.3,
-                                  channels=3, kernel_size=5, batch_size=2)
+def test_the_regular_conv_case_times_spconv_beside_the_pytorch_backends(benchmark):
+    pytest.importorskip("spconv")
+    _, record = benchmark("operator=sparse_regular_conv", "operator.channels=4", "operator.grid_size=8")
+    assert [row["model"] for row in record["rows"]] == ["dense_scatter", "kernel_map", "spconv", "dense_masked"]
+    assert all(row["params"] == 4 * 4 * 7 * 7 and row["train_ms"] > 0 for row in record["rows"])
+
+
+@pytest.mark.parametrize("depthwise", [True, False])
+def test_the_dense_masked_reference_is_the_normalised_sparse_convolution_with_its_gradients(depthwise):
+    variants = ["dense_scatter", "kernel_map", "dense_masked"]
+    if not depthwise and importlib.util.find_spec("spconv") is not None:
+        variants.append("spconv")
+    builder = SparseConv(variants, grid_size=9, occupancy=0.3, channels=3, kernel_size=5, batch_size=2,
+                         depthwise=depthwise)
     outputs = {}
     for variant in builder.variants:
         run = builder.build(variant, torch.device("cpu"))

@@ -85,6 +85,18 @@ def test_a_regular_conv_is_a_masked_dense_conv_and_brute_force_with_gradients(ba
     assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(got, expected))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_regular_conv_runs_under_bf16_autocast(backend):
+    if backend == "spconv":
+        pytest.importorskip("spconv")
+    values, index = sparse_points(channels=4, seed=12)
+    weight = torch.randn(5, 4, 3, 3, generator=torch.Generator().manual_seed(13))
+    expected = masked_dense(values, index, (9, 7), weight.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sparse_conv(values.float(), index, (9, 7), weight, backend)
+    assert torch.allclose(out.double(), expected, atol=0.1, rtol=0.02)
+
+
 def test_spconv_matches_the_reference_on_dilated_float32_kernels_with_gradients():
     pytest.importorskip("spconv")
     shape = (12, 10)
