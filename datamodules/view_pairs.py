@@ -2,11 +2,13 @@
 view-invariant encoder contrastively: two views of one scene are positives, other scenes' views negatives.
 
 A batch is a FieldBatch of `batch_size` images on a Grid: the first half are one view of each of batch_size / 2
-scenes, the second half another view of the same scenes, in the same order.
+scenes, the second half another view of the same scenes, in the same order. With hard negatives, every scene comes
+with a copy that keeps its colour composition but not its layout (recoloured and/or moved primitives), as one more
+scene of the batch right after it: the encoder must then tell scenes apart by more than their colours.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -15,23 +17,26 @@ from torch.utils.data import Dataset
 from datamodules.cameras import HemispherePoses
 from datamodules.datamodule import FieldDataModule
 from datamodules.fields import FieldBatch, Grid
-from datamodules.sources.procedural_scenes import CAMERA_ANGLE_X, render, scene_spec
+from datamodules.sources.procedural_scenes import CAMERA_ANGLE_X, hard_negative_scene, render, scene_spec
 
 
 class EncoderScenes:
     """The encoder scenes ("encoder", i): i in [0, num_train) for training, the next num_val and num_test for
-    validation and test. `render_pair` draws two cameras of DietNeRF's pose law and renders them on white
-    (samples_per_axis^2 rays per pixel); training pairs are new views at every draw, val / test pairs fixed."""
+    validation and test. `render_item` draws two cameras of DietNeRF's pose law and renders them on white
+    (samples_per_axis^2 rays per pixel); training pairs are new views at every draw, val / test pairs fixed.
+    hard_negatives: kinds of procedural_scenes.hard_negative_scene (e.g. [recolour]); when given, an item is also
+    two views of that copy of the scene, redrawn at every draw in training, fixed in val / test."""
 
     channels = 3
     num_levels = None
 
     def __init__(self, num_train: int = 256, num_val: int = 32, num_test: int = 32, size: int = 64,
-                 samples_per_axis: int = 1):
+                 samples_per_axis: int = 1, hard_negatives: Sequence[str] = ()):
         self.counts = {"train": num_train, "val": num_val, "test": num_test}
         self.size, self.samples_per_axis = size, samples_per_axis
         self.focal = 0.5 * size / np.tan(0.5 * CAMERA_ANGLE_X)
-        self.item_shape = (2, size, size, 3)
+        self.hard_negatives = tuple(hard_negatives)
+        self.item_shape = (4 if self.hard_negatives else 2, size, size, 3)
         self.poses = HemispherePoses()
 
     def splits(self) -> dict[str, range]:
@@ -39,11 +44,19 @@ class EncoderScenes:
         return {split: range(int(first), int(first) + count)
                 for split, first, count in zip(self.counts, starts, self.counts.values())}
 
-    def render_pair(self, index: int, generator: Optional[torch.Generator] = None) -> np.ndarray:
-        """(2, H, W, 3) float32 colours in [0, 1] of two views of scene ("encoder", index)."""
-        poses = self.poses.sample(2, generator).numpy()
-        rgba, _ = render(scene_spec("encoder", index), poses, self.size, self.size, self.focal, self.samples_per_axis)
-        return (rgba[..., :3] * rgba[..., 3:] + 1 - rgba[..., 3:]).astype(np.float32)
+    def render_item(self, index: int, generator: Optional[torch.Generator] = None) -> np.ndarray:
+        """item_shape float32 colours in [0, 1]: two views of scene ("encoder", index), then two of its hard
+        negative when asked."""
+        scenes = [scene_spec("encoder", index)]
+        if self.hard_negatives:
+            seed = int(torch.randint(2**31, (), generator=generator))
+            scenes.append(hard_negative_scene(scenes[0], self.hard_negatives, np.random.default_rng(seed)))
+        views = []
+        for scene in scenes:
+            poses = self.poses.sample(2, generator).numpy()
+            rgba, _ = render(scene, poses, self.size, self.size, self.focal, self.samples_per_axis)
+            views.append(rgba[..., :3] * rgba[..., 3:] + 1 - rgba[..., 3:])
+        return np.concatenate(views).astype(np.float32)
 
 
 class SceneViewPairs:
@@ -58,7 +71,7 @@ class SceneViewPairs:
 
 
 class PairDataset(Dataset):
-    """Item i: two views (2, H, W, 3) of the split's i-th scene; `fixed`: the same two views at every read."""
+    """Item i: the source's item for the split's i-th scene; `fixed`: the same views at every read."""
 
     def __init__(self, source: EncoderScenes, scenes: range, fixed: bool):
         self.source, self.scenes, self.fixed = source, scenes, fixed
@@ -68,17 +81,19 @@ class PairDataset(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.scenes[i]) if self.fixed else None
-        return torch.from_numpy(self.source.render_pair(self.scenes[i], generator))
+        return torch.from_numpy(self.source.render_item(self.scenes[i], generator))
 
 
 class ViewPairsDataModule(FieldDataModule):
-    """Loaders of view pairs; `batch_size` counts images (two per scene), so it is even."""
+    """Loaders of view pairs; `batch_size` counts images (two per scene, four with hard negatives)."""
 
     def __init__(self, field_maker: SceneViewPairs, name: str = "procedural-encoder-scenes", batch_size: int = 64,
                  num_workers: int = 0, seed: int = 0, pin_memory: bool = False):
-        if batch_size % 2:
-            raise ValueError(f"data.batch_size={batch_size} counts images, two views per scene: make it even")
-        super().__init__(field_maker, name=name, batch_size=batch_size // 2, num_workers=num_workers, seed=seed,
+        views = field_maker.source.item_shape[0]
+        if batch_size % views:
+            raise ValueError(f"data.batch_size={batch_size} counts images, {views} per scene item (two views, and "
+                             f"two of its hard negative when asked): make it a multiple of {views}")
+        super().__init__(field_maker, name=name, batch_size=batch_size // views, num_workers=num_workers, seed=seed,
                          pin_memory=pin_memory)
 
     def setup(self, stage: Optional[str] = None) -> None:
@@ -87,6 +102,6 @@ class ViewPairsDataModule(FieldDataModule):
                              for split, scenes in self.field_maker.source.splits().items()}
 
     def _collate(self, pairs: list[torch.Tensor]) -> FieldBatch:
-        pairs = torch.stack(pairs)  # (B, 2, H, W, 3) in [0, 1]
+        pairs = torch.stack(pairs).flatten(0, 1).unflatten(0, (-1, 2))  # (B * items' scenes, 2, H, W, 3) in [0, 1]
         images = torch.cat([pairs[:, 0], pairs[:, 1]]).permute(0, 3, 1, 2) * 2 - 1
         return FieldBatch.from_dense(images, self.domain)

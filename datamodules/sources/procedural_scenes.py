@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -46,6 +46,10 @@ class Primitive:
     angle: float = 0.0
 
 
+def _draw_centre(rng: np.random.Generator) -> tuple[float, float, float]:
+    return tuple(float(c) for c in np.append(rng.uniform(-0.6, 0.6, 2), rng.uniform(-0.4, 0.4)))
+
+
 def _draw_scene(rng: np.random.Generator) -> list[Primitive]:
     count = int(rng.integers(3, 5))
     hues = []
@@ -58,9 +62,9 @@ def _draw_scene(rng: np.random.Generator) -> list[Primitive]:
         kind = "sphere" if rng.uniform() < 0.5 else "box"
         extent = rng.uniform(0.3, 0.6, 3)
         size = (float(extent[0]),) * 3 if kind == "sphere" else tuple(float(e) for e in extent)
-        centre = np.append(rng.uniform(-0.6, 0.6, 2), rng.uniform(-0.4, 0.4))
+        centre = _draw_centre(rng)
         colour = colorsys.hsv_to_rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.65, 1.0))
-        primitives.append(Primitive(kind, tuple(float(c) for c in centre), size, tuple(float(c) for c in colour),
+        primitives.append(Primitive(kind, centre, size, tuple(float(c) for c in colour),
                                     float(rng.uniform(0, math.pi / 2)) if kind == "box" else 0.0))
     return primitives
 
@@ -91,6 +95,32 @@ def scene_spec(family: str, index: int) -> list[Primitive]:
         if scene_distance(scene, held_out) > HELD_OUT_DISTANCE:
             return scene
     raise RuntimeError(f"no encoder scene {index} outside the held-out region after 1000 draws")
+
+
+HARD_NEGATIVE_KINDS = ("recolour", "move")
+
+
+def hard_negative_scene(primitives: list[Primitive], kinds: tuple[str, ...], rng: np.random.Generator
+                        ) -> list[Primitive]:
+    """The scene with its colour composition kept but not its layout: "recolour" deals its colours out again so
+    every primitive gets another one's, "move" redraws every centre; redrawn until it lies outside the evaluation
+    scene's held-out region, as every encoder scene does."""
+    unknown = set(kinds) - set(HARD_NEGATIVE_KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"hard-negative kinds are a non-empty subset of {HARD_NEGATIVE_KINDS}, got {list(kinds)}")
+    held_out = scene_spec(*EVAL_SCENE)
+    for attempt in range(1000):
+        colours = [p.colour for p in primitives]
+        if "recolour" in kinds:
+            order = rng.permutation(len(primitives))
+            while (order == np.arange(len(primitives))).any():  # a derangement: no primitive keeps its colour
+                order = rng.permutation(len(primitives))
+            colours = [colours[i] for i in order]
+        centres = ([_draw_centre(rng) for _ in primitives] if "move" in kinds else [p.centre for p in primitives])
+        scene = [replace(p, colour=colour, centre=centre) for p, colour, centre in zip(primitives, colours, centres)]
+        if scene_distance(scene, held_out) > HELD_OUT_DISTANCE:
+            return scene
+    raise RuntimeError(f"no hard negative ({list(kinds)}) outside the held-out region after 1000 draws")
 
 
 def intersect(primitives: list[Primitive], origins: np.ndarray, directions: np.ndarray

@@ -10,7 +10,9 @@ from datamodules.cameras import rays_from_poses
 from datamodules.scene import OFFICIAL_8_VIEWS, PosedViews, SceneDataModule
 from datamodules.sources.blender import BlenderScene
 from datamodules.sources.procedural_scenes import (
-    EVAL_SCENE, HELD_OUT_DISTANCE, ProceduralScene, intersect, render, scene_distance, scene_spec, write_scene)
+    EVAL_SCENE, HELD_OUT_DISTANCE, ProceduralScene, hard_negative_scene, intersect, render, scene_distance, scene_spec,
+    write_scene)
+from datamodules.view_pairs import EncoderScenes, SceneViewPairs, ViewPairsDataModule
 
 
 @pytest.fixture
@@ -122,3 +124,29 @@ def test_the_datamodule_yields_posed_views_and_checks_the_view_ids(tmp_path):
         SceneDataModule(PosedViews(source), "eval_0", train_views=[3, 4, 3])
     with pytest.raises(ValueError, match="near < far"):
         PosedViews(source, near=6.0, far=2.0)
+
+
+def test_hard_negatives_keep_the_colours_but_not_their_placement():
+    scene, rng = scene_spec("encoder", 0), np.random.default_rng(0)
+    recoloured = hard_negative_scene(scene, ("recolour",), rng)
+    assert sorted(p.colour for p in recoloured) == sorted(p.colour for p in scene)
+    assert all(a.colour != b.colour and (a.kind, a.centre, a.size) == (b.kind, b.centre, b.size)
+               for a, b in zip(recoloured, scene))
+    moved = hard_negative_scene(scene, ("move",), rng)
+    assert all(a.colour == b.colour and a.centre != b.centre for a, b in zip(moved, scene))
+    assert scene_distance(recoloured, scene_spec(*EVAL_SCENE)) > HELD_OUT_DISTANCE
+    with pytest.raises(ValueError, match="hard-negative kinds"):
+        hard_negative_scene(scene, ("shuffle",), rng)
+
+
+def test_view_pairs_with_hard_negatives_put_each_copy_next_to_its_scene():
+    source = EncoderScenes(num_train=2, num_val=2, num_test=2, size=16, hard_negatives=["recolour"])
+    datamodule = ViewPairsDataModule(SceneViewPairs(source), batch_size=8)
+    datamodule.setup()
+    images = next(iter(datamodule.val_dataloader())).to_dense()  # view 1 of scene 2, its copy, 3, its copy; then view 2
+    again = next(iter(datamodule.val_dataloader())).to_dense()
+    torch.testing.assert_close(images, again)  # val items are fixed
+    item = torch.from_numpy(source.render_item(2, torch.Generator().manual_seed(2))).permute(0, 3, 1, 2) * 2 - 1
+    torch.testing.assert_close(images[[0, 4, 1, 5]], item)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        ViewPairsDataModule(SceneViewPairs(source), batch_size=6)
