@@ -5,7 +5,7 @@ real batches of the experiment's DataModule. sample: the network forwards one sa
 forward pre-hooks on `module.networks()` while `module.sample` runs (diffusion methods: over `sample_steps`
 respaced steps, one step being the calls divided by the steps; other methods: the calls before any network is
 called a second time), then replayed on the inputs they were given (a diffusion autoencoder decodes its encoder's
-latents of training fields: `sampling_inputs`). An operator case (benchmarks.operators) times its variant's forward
+latents of training fields: its `sampling_inputs`). An operator case (benchmarks.operators) times its variant's forward
 and backward on synthetic inputs. Peak memory: torch.cuda.max_memory_allocated
 on CUDA; on CPU the rise of the resident set's high-water mark from its size before the first step (Linux: VmHWM,
 restarted there, or VmRSS sampled by a thread where the kernel refuses the restart; without /proc ru_maxrss, which
@@ -28,7 +28,7 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from hydra.utils import instantiate
@@ -36,9 +36,9 @@ from torch import nn
 
 from benchmarks.peers import PEERS
 from benchmarks.runs import build_run, training_batches
+from datamodules.fields import FieldBatch
 from lightning_modules.base import FieldGenerativeModule
 from lightning_modules.diffusion_method import DiffusionMethod
-from lightning_modules.infty_diff import InftyDiff
 
 OURS = "fieldgen"
 PRECISIONS = ("fp32", "bf16")
@@ -108,18 +108,9 @@ def sampling_step_calls(module: FieldGenerativeModule, num_samples: int, steps: 
     return [call for _, call in calls[:len(calls) // steps]]
 
 
-def sampling_inputs(module: FieldGenerativeModule, datamodule, num_samples: int, device: torch.device) -> dict:
-    """What `sample` needs besides a count: a diffusion autoencoder (∞-Diff with net.latent_dim > 0) decodes given
-    latents, here its encoder's of the first training fields (as `reconstruct` does), so its decoder's sampling step
-    is timed; nothing for every other method."""
-    if not (isinstance(module, InftyDiff) and module.net.latent_dim):
-        return {}
-    batches = training_batches(datamodule, math.ceil(num_samples / datamodule.batch_size), device)
-    latents = torch.cat([module.encode(batch) for batch in batches])[:num_samples]
-    if len(latents) < num_samples:
-        raise ValueError(f"the autoencoder's sampling step decodes the latents of {num_samples} training fields, but "
-                         f"the training split gives {len(latents)}; lower benchmark.sample_batch_size")
-    return {"latents": latents}
+def sampling_fields(datamodule, num_samples: int, device: torch.device) -> Iterator[FieldBatch]:
+    """Enough training batches for `num_samples` fields, loaded only if `module.sampling_inputs` iterates them."""
+    yield from training_batches(datamodule, math.ceil(num_samples / datamodule.batch_size), device)
 
 
 def optimizer_of(module: FieldGenerativeModule) -> torch.optim.Optimizer:
@@ -162,7 +153,8 @@ def prepare(case: Case) -> tuple[Callable[[], None], Callable[[], None], dict]:
     facts["networks"] = list(module.networks().values())
     if case.phase == "sample":
         module.eval()
-        inputs = sampling_inputs(module, datamodule, case.sample_batch_size, device)
+        inputs = module.sampling_inputs(sampling_fields(datamodule, case.sample_batch_size, device),
+                                        case.sample_batch_size)
         calls = []
         facts["items"] = case.sample_batch_size
         if module.domain.kind == "rays":  # sample(n) renders n whole views

@@ -3,7 +3,7 @@ guard, checkpoint metadata) and what every generative method adds (FieldGenerati
 capability checks)."""
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Iterable, Optional
 
 import lightning as L
 import torch
@@ -214,6 +214,11 @@ class FieldGenerativeModule(FieldModule):
                 f"got resolution={resolution}; resolution-free sampling needs one of "
                 f"{self.methods_where(lambda capabilities: capabilities.resolution_free)}")
         return domain
+
+    def sampling_inputs(self, fields: Iterable[FieldBatch], num_samples: int) -> dict:
+        """What `sample(num_samples, **inputs)` needs besides a count, taken from data `fields` (iterated only when
+        needed) by a method that cannot sample unconditionally (a diffusion autoencoder's latents); none by default."""
+        return {}
 
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, resolution: Resolution = None,
                progress: bool = False, **options) -> FieldBatch:

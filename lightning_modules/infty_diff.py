@@ -9,7 +9,7 @@ final state T x0 is deblurred with a Wiener filter.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -174,6 +174,16 @@ class InftyDiff(DiffusionMethod):
         return self.encode_points(fields.to_dense().to(self.device), index)
 
     @torch.no_grad()
+    def sampling_inputs(self, fields: Iterable[FieldBatch], num_samples: int) -> dict:
+        """With the autoencoder, the encoder's latents of the first `num_samples` data fields (as `reconstruct`)."""
+        if not self.net.latent_dim:
+            return {}
+        latents = torch.cat([self.encode(batch) for batch in fields])[:num_samples]
+        if len(latents) < num_samples:
+            raise ValueError(f"sampling decodes the latents of {num_samples} data fields, but the data gave "
+                             f"{len(latents)}; sample fewer fields (benchmark.sample_batch_size=...)")
+        return {"latents": latents}
+
     def reconstruct(self, fields: FieldBatch, resolution=None, generator: Optional[torch.Generator] = None,
                     progress: bool = False, **sampler_overrides) -> FieldBatch:
         """Encode training-resolution fields and decode their z at `resolution` (official generate_recons)."""
