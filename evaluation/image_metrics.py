@@ -106,6 +106,20 @@ def inception_score(logits: ArrayLike, splits: int = 10) -> tuple[float, float]:
     return float(scores.mean()), float(scores.std(unbiased=False))
 
 
+def classifier_confidence(logits: ArrayLike, threshold: float = 0.9) -> dict[str, float]:
+    """How clean class-conditional samples look to a classifier: the share of samples whose top softmax probability
+    is >= threshold ("confident"), and the smallest share of any class among the argmax labels ("min_class_share",
+    1 / num_classes when balanced; a dropped mode gives 0)."""
+    probs = torch.softmax(_as_float64(logits, "logits"), dim=1)
+    if len(probs) == 0:
+        raise ValueError("classifier_confidence needs at least one sample's logits")
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"classifier_confidence threshold is a probability in (0, 1), got {threshold}")
+    shares = torch.bincount(probs.argmax(1), minlength=probs.shape[1]).double() / len(probs)
+    return {"confident": float((probs.max(1).values >= threshold).double().mean()),
+            "min_class_share": float(shares.min())}
+
+
 def _squared_distances(x: Tensor, y: Tensor) -> Tensor:
     return ((x * x).sum(1, keepdim=True) + (y * y).sum(1) - 2 * x @ y.T).clamp(min=0)
 

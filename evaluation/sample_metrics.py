@@ -10,10 +10,10 @@ from torch import Tensor
 from datamodules.images import levels_to_full_range
 from evaluation.extractors import FeatureExtractor, default_extractor_name, get_extractor
 from evaluation.extractors.base import Images, images_to_tensor
-from evaluation.image_metrics import fid, inception_score, kid, precision_recall
+from evaluation.image_metrics import classifier_confidence, fid, inception_score, kid, precision_recall
 from evaluation.reference_stats import reference_features
 
-METRICS = ("fid", "kid", "is", "precision_recall")
+METRICS = ("fid", "kid", "is", "precision_recall", "confidence")
 
 
 def metric_key(metric: str, extractor: Union[FeatureExtractor, str]) -> str:
@@ -51,7 +51,11 @@ def score_samples(images: Images, dataset: str, metrics: Sequence[str] = ("fid",
         mean, std = inception_score(extractor.logits(samples) if sample_logits is None else sample_logits,
                                     splits=min(is_splits, len(samples)))
         out[metric_key("is", extractor)], out[metric_key("is_std", extractor)] = mean, std
-    if set(metrics) - {"is"}:
+    if "confidence" in metrics:  # share of samples the classifier is sure of, and the rarest class's share
+        for name, value in classifier_confidence(
+                extractor.logits(samples) if sample_logits is None else sample_logits).items():
+            out[metric_key(name, extractor)] = value
+    if set(metrics) - {"is", "confidence"}:
         real = _reference(extractor, dataset, split, reference_images, load_reference, max_reference)
         if "fid" in metrics:
             out[metric_key("fid", extractor)] = fid(real, sample_features)

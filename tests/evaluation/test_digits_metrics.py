@@ -32,21 +32,24 @@ def test_score_samples_names_metrics_by_extractor_and_takes_raw_levels(digits_cn
 
     raw = Digits().splits()["all"][:200]  # grey levels 0..16
     train = digits_splits["train"][0]
-    scores = score_samples(raw, "digits", ["fid", "kid", "is", "precision_recall"], digits_cnn,
+    scores = score_samples(raw, "digits", ["fid", "kid", "is", "precision_recall", "confidence"], digits_cnn,
                            reference_images=train, num_levels=17, kid_subset_size=100, kid_subsets=10)
     assert set(scores) == {f"{m}[digits-cnn]" for m in ("fid", "kid", "kid_std", "is", "is_std", "precision",
-                                                         "recall")}
+                                                         "recall", "confident", "min_class_share")}
     expected = fid(train_features := digits_cnn.features(train), digits_cnn.features(levels_to_full_range(raw, 17)))
     assert scores["fid[digits-cnn]"] == pytest.approx(expected)
     assert all(math.isfinite(value) for value in scores.values()), scores
     assert scores["is[digits-cnn]"] > 5 and scores["is_std[digits-cnn]"] >= 0 and scores["kid_std[digits-cnn]"] >= 0
     assert 0.8 < scores["precision[digits-cnn]"] <= 1 and 0 <= scores["recall[digits-cnn]"] <= 1
-    noise_scores = score_samples(_noise(200), "digits", ["fid", "is"], digits_cnn, reference_images=train)
+    noise_scores = score_samples(_noise(200), "digits", ["fid", "is", "confidence"], digits_cnn,
+                                 reference_images=train)
     assert noise_scores["fid[digits-cnn]"] > 10 * scores["fid[digits-cnn]"]
+    assert scores["confident[digits-cnn]"] > 0.9 > 0.5 > noise_scores["confident[digits-cnn]"]
+    assert 0.05 < scores["min_class_share[digits-cnn]"] <= 0.1 > noise_scores["min_class_share[digits-cnn]"]
     assert train_features.shape == (len(train), 128)
     with pytest.raises(ValueError, match="num_levels=17"):
         score_samples(_noise(10), "digits", ["fid"], digits_cnn, reference_images=train, num_levels=17)
-    with pytest.raises(ValueError, match="valid: fid, kid, is, precision_recall"):
+    with pytest.raises(ValueError, match="valid: fid, kid, is, precision_recall, confidence"):
         score_samples(raw, "digits", ["fid", "lpips"], digits_cnn, reference_images=train)
     with pytest.raises(ValueError, match="reference_images or load_reference"):
         score_samples(raw, "digits", ["kid"], digits_cnn, num_levels=17)

@@ -1,10 +1,10 @@
-"""FID, KID, IS and precision/recall against closed forms, invariants and hand-made sets."""
+"""FID, KID, IS, classifier confidence and precision/recall against closed forms, invariants and hand-made sets."""
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
-from evaluation.image_metrics import feature_statistics, fid, frechet_distance, inception_score, kid, precision_recall
+from evaluation.image_metrics import classifier_confidence, feature_statistics, fid, frechet_distance, inception_score, kid, precision_recall
 
 
 def _with_moments(rng, num, mean, cov):
@@ -99,6 +99,21 @@ def test_inception_score_extremes():
     assert mean == pytest.approx(1.0)
     with pytest.raises(ValueError, match="at least splits"):
         inception_score(torch.zeros(3, num_classes), splits=10)
+
+
+def test_classifier_confidence_counts_sure_samples_and_the_rarest_class():
+    # softmax of [log p, log (1-p)/9 x 9] has top probability p: p = 0.95, 0.92, 0.5 for 6, 2, 2 samples
+    probs = torch.tensor([0.95] * 6 + [0.92] * 2 + [0.5] * 2, dtype=torch.float64)
+    logits = torch.log(((1 - probs) / 9)[:, None]).repeat(1, 10)
+    classes = torch.tensor([0, 0, 0, 1, 1, 2, 3, 4, 5, 6])  # classes 7, 8, 9 never predicted
+    logits[torch.arange(10), classes] = torch.log(probs)
+    scores = classifier_confidence(logits, threshold=0.9)
+    assert scores["confident"] == pytest.approx(0.8)
+    assert scores["min_class_share"] == 0.0
+    balanced = torch.eye(10).repeat(3, 1) * 20.0
+    assert classifier_confidence(balanced) == pytest.approx({"confident": 1.0, "min_class_share": 0.1})
+    with pytest.raises(ValueError, match="threshold"):
+        classifier_confidence(balanced, threshold=1.0)
 
 
 def test_precision_recall_of_a_set_against_itself_is_one():

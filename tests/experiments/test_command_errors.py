@@ -70,7 +70,7 @@ def test_a_metric_of_another_domain_is_refused_before_the_samples_are_read(tmp_p
     lines = run_main(experiments.evaluate, ["samples=/nonexistent/samples.npz", "data=digits",
                                             "metrics=[coverage_mmd]", f"output_dir={tmp_path}"], capsys, monkeypatch)
     assert lines[-1] == ("Error: coverage_mmd scores grid 3-D (voxels) fields, not grid2d; metrics that apply here: "
-                         "fid, kid, is, precision_recall")
+                         "fid, kid, is, precision_recall, confidence")
 
 
 @pytest.mark.parametrize("override, message", [

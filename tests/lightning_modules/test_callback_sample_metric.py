@@ -56,5 +56,5 @@ def test_sample_metric_logs_on_its_epochs_and_tracks_quality(tmp_path):
 
 
 def test_sample_metric_rejects_unknown_metrics():
-    with pytest.raises(ValueError, match="valid: fid, kid, is, precision_recall"):
+    with pytest.raises(ValueError, match="valid: fid, kid, is, precision_recall, confidence"):
         SampleMetric("digits", metric="bpd")

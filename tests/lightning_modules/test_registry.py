@@ -60,10 +60,10 @@ def test_capabilities_must_match_the_interfaces_implemented(scratch_registry):
 
 def test_metrics_follow_the_domain_and_the_capabilities():
     ddpm, dpf = METHODS["ddpm"].capabilities, METHODS["dpf"].capabilities
-    assert default_metrics("grid2d", ddpm, True) == ["loss", "bpd", "fid", "kid", "is", "precision_recall"]
+    assert default_metrics("grid2d", ddpm, True) == ["loss", "bpd", "fid", "kid", "is", "precision_recall", "confidence"]
     assert default_metrics("grid3d", dpf, True) == ["loss", "coverage_mmd"]
     assert default_metrics("sphere", dpf, True) == ["loss"]
-    assert default_metrics("grid2d", None, False) == ["fid", "kid", "is", "precision_recall"]
+    assert default_metrics("grid2d", None, False) == ["fid", "kid", "is", "precision_recall", "confidence"]
     with pytest.raises(MetricNotApplicableError, match="method 'dpf' declares none"):
         check_metrics(["bpd"], "grid2d", dpf, "dpf")
     with pytest.raises(MetricNotApplicableError, match=r"coverage_mmd scores grid 3-D \(voxels\) fields"):
