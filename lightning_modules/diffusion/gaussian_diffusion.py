@@ -57,6 +57,9 @@ class GaussianDiffusion:
         predict_*, get_v) estimate A x0 and A eps; returned variances are factors of A A^T. clip_denoised clamps
         the estimate of A x0, right when A maps [-1, 1] into [-1, 1] (a positive, normalised kernel). The bound
         (loss_type kl / hybrid, learned variances, bits/dim) is refused: it needs A A^T's inverse and log-det.
+    min_snr_gamma: Min-SNR-gamma loss weighting (Hang et al. 2023) of the "mse" term, or None (L_simple): each
+        sample's MSE is scaled so that, in x0 units, the weight is min(SNR_t, gamma) (eps: / SNR_t, v: / (SNR_t + 1),
+        x0: as is), which stops the nearly noiseless steps from dominating the gradient; gamma 5 is the paper's.
     decode: a map applied to the final sample of p_sample_loop, ddim_sample_loop and sample (e.g. a Wiener-filter
         deblur of A x0), or None; the progressive loops yield undecoded states (a chain one can resume).
     noise_scale: the std of the white noise eps that every draw of this object makes (q_sample and training
@@ -76,6 +79,7 @@ class GaussianDiffusion:
         variance_type: str = "fixed_small",
         loss_type: str = "mse",
         hybrid_vb_weight: float = 1e-3,
+        min_snr_gamma: Optional[float] = None,
         num_levels: Optional[int] = 256,
         channel_dim: int = 1,
         operator: Optional[ValueMap] = None,
@@ -92,6 +96,13 @@ class GaussianDiffusion:
             )
         if hybrid_vb_weight < 0:
             raise ValueError(f"hybrid_vb_weight must be >= 0, got {hybrid_vb_weight}")
+        if min_snr_gamma is not None and (loss_type != "mse" or prediction_type == "mu" or not min_snr_gamma > 0
+                                          or variance_type in LEARNED_VARIANCES):
+            raise ValueError(
+                f"min_snr_gamma={min_snr_gamma} weights the MSE of an eps, x0 or v prediction by min(SNR, gamma) with "
+                f"gamma > 0; got loss_type={loss_type!r}, prediction_type={prediction_type!r}, "
+                f"variance_type={variance_type!r}: use loss_type 'mse' with prediction_type eps / x0 / v and a fixed "
+                f"variance, or min_snr_gamma=null")
         if num_levels is not None and (not isinstance(num_levels, int) or num_levels < 2):
             raise ValueError(f"num_levels must be an int >= 2 (256 for 8-bit data) or None, got {num_levels!r}")
         if not isinstance(channel_dim, int):
@@ -122,6 +133,7 @@ class GaussianDiffusion:
         self.variance_type = variance_type
         self.loss_type = loss_type
         self.hybrid_vb_weight = hybrid_vb_weight
+        self.min_snr_gamma = min_snr_gamma
         self.num_levels = num_levels
         self.channel_dim = channel_dim
         self.operator = operator
@@ -154,6 +166,7 @@ class GaussianDiffusion:
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
         self.fixed_large_log_variance = np.log(np.append(self.posterior_variance[1], betas[1:]))
+        self.snr = self.alphas_cumprod / (1.0 - self.alphas_cumprod)
         self._device_tables: dict[tuple[str, torch.device], Tensor] = {}
 
     # ------------------------------------------------------------------ tables
@@ -374,6 +387,12 @@ class GaussianDiffusion:
             return self.get_v(x0, noise, t)
         return self._network_mean(x0, x_t, t)
 
+    def _min_snr_weight(self, t: Tensor) -> Tensor:
+        """(B,) float32 weights on the prediction target's MSE giving x0-error weight min(SNR_t, gamma)."""
+        snr = self._table("snr", t.device)[t]
+        implicit = {"eps": snr, "v": snr + 1.0, "x0": torch.ones_like(snr)}[self.prediction_type]
+        return (snr.clamp(max=self.min_snr_gamma) / implicit).float()
+
     def _vb_terms_from_output(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, clip_denoised: bool) -> dict:
         true_mean, _, true_log_variance = self.q_posterior_mean_variance(x0, x_t, t)
         out = self._p_mean_variance_from_output(output, x_t, t, clip_denoised)
@@ -425,7 +444,7 @@ class GaussianDiffusion:
         prediction, variance_output = self._split_output(output, x_t)
         terms = {"mse": mean_flat((self._mse_target(x0, x_t, t, noise) - prediction) ** 2)}
         if variance_output is None:
-            terms["loss"] = terms["mse"]
+            terms["loss"] = terms["mse"] if self.min_snr_gamma is None else self._min_snr_weight(t) * terms["mse"]
             return terms
         # stop-gradient on the mean: the bound trains only the variance, L_simple the mean (Nichol & Dhariwal 3.1)
         frozen_mean = torch.cat([prediction.detach(), variance_output], dim=self.channel_dim)

@@ -143,3 +143,31 @@ def test_v_and_mu_targets_are_their_closed_forms(prediction_type, steps):
         target = a_prev.sqrt() * (1 - alpha) / (1 - a) * x0 + alpha.sqrt() * (1 - a_prev) / (1 - a) * x_t
     expected = ((target - output) ** 2).mean(dim=(1, 2))
     torch.testing.assert_close(terms["mse"], expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("prediction_type", ["eps", "x0", "v"])
+def test_min_snr_weighting_gives_x0_error_weight_min_snr_gamma(prediction_type):
+    # Hang et al. 2023: whatever the target, the loss is min(SNR_t, gamma) * ||x0_hat - x0||^2, with x0_hat read off
+    # the prediction by the closed forms below (written here, not taken from the class)
+    gamma = 5.0
+    diffusion = GaussianDiffusion(schedule="cosine", num_timesteps=T, prediction_type=prediction_type,
+                                  min_snr_gamma=gamma)
+    x0, noise = data((T, 3, 4, 4))
+    t = torch.arange(T)
+    prediction = torch.randn(x0.shape, dtype=F64, generator=torch.Generator().manual_seed(1))
+    loss = diffusion.training_losses(lambda x_t, step: prediction, x0, t, noise=noise)["loss"]
+    abar = torch.from_numpy(np.cumprod(1 - diffusion.betas))[:, None, None, None]
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    x0_hat = {"eps": (x_t - (1 - abar).sqrt() * prediction) / abar.sqrt(), "x0": prediction,
+              "v": abar.sqrt() * x_t - (1 - abar).sqrt() * prediction}[prediction_type]
+    snr = (abar / (1 - abar)).flatten()
+    expected = snr.clamp(max=gamma) * (x0_hat - x0).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-9)
+    assert (snr > gamma).any() and (snr < gamma).any()  # both branches of the min are exercised
+
+
+def test_min_snr_weighting_rejects_the_bound_and_the_mean_target():
+    for settings in (dict(loss_type="kl"), dict(prediction_type="mu"), dict(min_snr_gamma=0.0),
+                     dict(loss_type="mse", variance_type="learned_range")):
+        with pytest.raises(ValueError, match="min_snr_gamma"):
+            GaussianDiffusion(num_timesteps=T, **{"min_snr_gamma": 5.0, **settings})
