@@ -31,6 +31,8 @@ class DPF(DiffusionMethod):
     coordinate_jitter: train on the continuous field between grid points (Grid domains): each training field is
         re-read by linear interpolation at its grid shifted by a uniform random offset of up to this many cells
         per axis (0.5 reaches every sub-cell phase, which sampling at a finer resolution queries); 0 = off.
+    coordinate_jitter_share: the share of training fields that are jittered; the rest are read at the grid points,
+        where samples at the training resolution are drawn (jittering every field softens those samples).
     """
 
     method_name = "dpf"
@@ -39,7 +41,7 @@ class DPF(DiffusionMethod):
 
     def __init__(self, net: dict, point_sampler: dict, overlap_noise: str = "shared",
                  sampling_context: Optional[int] = None, query_chunk_size: Optional[int] = None,
-                 coordinate_jitter: float = 0.0, **kwargs):
+                 coordinate_jitter: float = 0.0, coordinate_jitter_share: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.save_hyperparameters()
         net = dict(net)
@@ -70,12 +72,17 @@ class DPF(DiffusionMethod):
                              f"{self.domain.name}; set method.coordinate_jitter=0 or use grid data")
         if not 0.0 <= coordinate_jitter <= 0.5:
             raise ValueError(f"coordinate_jitter is a shift in grid cells in [0, 0.5], got {coordinate_jitter}")
-        self.coordinate_jitter = coordinate_jitter
+        if not 0.0 < coordinate_jitter_share <= 1.0:
+            raise ValueError(f"coordinate_jitter_share is the share of training fields jittered, in (0, 1]; got "
+                             f"{coordinate_jitter_share} (coordinate_jitter=0 turns jitter off)")
+        self.coordinate_jitter, self.coordinate_jitter_share = coordinate_jitter, coordinate_jitter_share
 
     def jittered(self, batch: FieldBatch) -> FieldBatch:
         """Full fields re-read at their grid shifted by a random offset per field (see coordinate_jitter)."""
         cells = torch.tensor(self.domain.shape, device=batch.coords.device, dtype=batch.coords.dtype)
         offset = (torch.rand(batch.batch_size, 1, self.domain.coord_dim, device=batch.coords.device) * 2 - 1)
+        if self.coordinate_jitter_share < 1.0:  # the other fields keep offset 0: read at their grid points
+            offset = offset * (torch.rand(batch.batch_size, 1, 1, device=offset.device) < self.coordinate_jitter_share)
         coords = batch.coords + offset * self.coordinate_jitter * 2 / cells  # a cell is 2 / n wide
         return FieldBatch(coords, self.domain.interpolate(batch.to_dense(), coords), self.domain)
 

@@ -168,11 +168,24 @@ def test_coordinate_jitter_reads_each_field_between_its_grid_points():
     assert model.compute_losses(batch)["loss"].shape == (3,)
 
 
+def test_coordinate_jitter_share_leaves_the_other_fields_on_their_grid():
+    torch.manual_seed(0)
+    model = make_dpf(coordinate_jitter=0.5, coordinate_jitter_share=0.25)
+    domain = Grid((4, 4))
+    batch = FieldBatch.from_values(torch.randn(4000, domain.num_points, 1), domain)
+    jittered = model.jittered(batch)
+    moved = (jittered.coords - batch.coords).abs().amax((1, 2)) > 0
+    assert 0.22 < moved.float().mean() < 0.28
+    torch.testing.assert_close(jittered.values[~moved], batch.values[~moved])  # offset 0 reads the grid values
+
+
 def test_config_time_errors():
     with pytest.raises(ValueError, match="coordinate_jitter interpolates between grid points"):
         make_dpf(domain=Sphere((4, 4)), coordinate_jitter=0.5)
     with pytest.raises(ValueError, match=r"in \[0, 0.5\]"):
         make_dpf(coordinate_jitter=0.7)
+    with pytest.raises(ValueError, match=r"coordinate_jitter_share .* in \(0, 1\]"):
+        make_dpf(coordinate_jitter=0.25, coordinate_jitter_share=0.0)
     with pytest.raises(ValueError, match="replacement=true"):
         make_dpf(point_sampler={"num_context": 17, "num_query": 8})
     with pytest.raises(ValueError, match="coord_dim=2 does not match the sphere"):
