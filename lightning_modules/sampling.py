@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
-from datamodules.fields import Domain, FieldBatch
+from datamodules.fields import DOMAIN_KINDS, Domain, FieldBatch
 from datamodules.images import images_to_values, to_images
 from datamodules.render import render_fields
 from lightning_modules.base import CapabilityError
@@ -88,8 +88,19 @@ def complete(module, values: torch.Tensor, observed: torch.Tensor, batch_size: i
     return torch.cat(chunks)
 
 
+def check_mesh_domain(domain: Domain) -> None:
+    """Marching-cubes renders are drawn for voxel fields only: refuse `mesh=true` on any other domain."""
+    if domain.kind != "grid3d":
+        raise ValueError(f"mesh=true draws marching-cubes surfaces of voxel fields; this model's fields are on "
+                         f"{DOMAIN_KINDS.get(domain.kind, domain.kind)}: drop mesh=true")
+
+
 def save_samples(output_dir: Path, values: torch.Tensor, coords: torch.Tensor, domain: Domain,
-                 field_maker=None) -> Path:
+                 field_maker=None, mesh: bool = False) -> Path:
+    """Write output_dir/samples.npz and samples.png (the first 64 fields; voxels with a marching-cubes render per
+    field when `mesh`)."""
+    if mesh:
+        check_mesh_domain(domain)
     output_dir.mkdir(parents=True, exist_ok=True)
     arrays = {"values": values.numpy(), "coords": coords.numpy(), "domain": np.array(json.dumps(domain.spec()))}
     if domain.kind == "grid2d":
@@ -99,7 +110,7 @@ def save_samples(output_dir: Path, values: torch.Tensor, coords: torch.Tensor, d
     path = output_dir / "samples.npz"
     np.savez_compressed(path, **arrays)
     shown = values[:64]
-    render_fields(shown, domain, nrow=int(math.ceil(math.sqrt(len(shown))))).save(output_dir / "samples.png")
+    render_fields(shown, domain, nrow=int(math.ceil(math.sqrt(len(shown)))), mesh=mesh).save(output_dir / "samples.png")
     return path
 
 

@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 import torch
 
+from PIL import Image
+
 from datamodules.fields import Grid, Sphere
 from datamodules.images import levels_to_unit
 from lightning_modules.sampling import read_samples, save_samples
@@ -32,6 +34,21 @@ def test_sample_py_files_read_back_exactly_from_values_or_from_images_alone(tmp_
         images_only = write(tmp_path / "..", images=arrays["images"])
     read, domain = read_samples(images_only, GREY, channels=1)
     assert torch.allclose(read, values, atol=2 / 255) and domain == GREY
+
+
+def test_mesh_adds_a_marching_cubes_panel_to_voxel_pictures_and_is_refused_elsewhere(tmp_path):
+    cube = Grid((8, 8, 8))
+    occupancy = np.zeros((2, 8, 8, 8), np.float32)
+    occupancy[:, 2:6, 2:6, 2:6] = 1
+    values = torch.from_numpy(occupancy.reshape(2, -1, 1) * 2 - 1)
+    widths = {}
+    for mesh in (False, True):
+        save_samples(tmp_path / str(mesh), values, cube.coords(), cube, mesh=mesh)
+        widths[mesh] = Image.open(tmp_path / str(mesh) / "samples.png").size[0]
+    assert widths[True] > widths[False] * 1.2  # three projections, then the surface beside them
+    with pytest.raises(ValueError, match=r"mesh=true draws marching-cubes surfaces of voxel fields; this model's "
+                                         r"fields are on grid 2-D \(images\): drop mesh=true"):
+        save_samples(tmp_path, digits_values(), GREY.coords(), GREY, mesh=True)
 
 
 def test_images_on_the_data_levels_are_read_exactly_and_off_grid_ones_refused(tmp_path):
@@ -72,7 +89,8 @@ def test_another_resolution_is_read_on_the_domain_at_that_resolution(tmp_path):
     ({"values": np.zeros((4, 64, 1), np.int64)}, r"int64 .* \(integer images go in `images` as uint8\)"),
     ({"values": np.zeros((0, 64, 1), np.float32)}, r"float32 \(0, 64, 1\)"),
     ({"values": np.zeros((4, 60, 1), np.float32) - 0.5}, r"60 points per field; grid fields have 64 \(\[8, 8\]\)"),
-    ({"images": np.zeros((4, 8, 8, 3), np.uint8)}, r"must hold uint8 images \(N, 8, 8, 1\) .* got uint8 \(4, 8, 8, 3\)"),
+    ({"images": np.zeros((4, 8, 8, 3), np.uint8)},
+     r"must hold uint8 images \(N, 8, 8, 1\) .* got uint8 \(4, 8, 8, 3\)"),
     ({"images": np.zeros((4, 8, 8, 1), np.float32)}, r"must hold uint8 images .* got float32"),
     ({"images": np.zeros((4, 64), np.uint8)}, r"`images` is uint8 \(4, 64\), expected uint8 \(N, H, W, 1\)"),
     ({"coords": np.zeros((64, 2), np.float32)}, r"holds neither `values` nor `images`; expected a .npz with"),
