@@ -17,7 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datamodules.images import to_images
+from datamodules.images import levels_to_full_range, to_images
+from datamodules.spherical import ImageSphere
 from evaluation.geometry import coverage_mmd, surface_point_clouds
 from evaluation.sample_metrics import METRICS as IMAGE_METRICS, score_samples
 
@@ -65,20 +66,32 @@ def reference_values(datamodule, split: str, max_items: Optional[int], resolutio
     return maker, load, len(indices), f"{split}-{fingerprint(datamodule, maker, indices)}"
 
 
+def scored_images(values, domain, maker) -> np.ndarray:
+    """uint8 (N, H, W, C) 0..255 images that image metrics see: 2-D grid fields as images on the data's levels;
+    sphere fields of projected images (ImageSphere) back-projected onto the image plane, where the image's
+    classifier reads them."""
+    if domain.kind == "grid2d":
+        return to_images(values, domain, maker.num_levels)
+    if isinstance(maker, ImageSphere):
+        return levels_to_full_range(maker.to_raw(values), maker.source.num_levels)
+    raise ValueError(f"image metrics score 2-D images or sphere fields of projected images (ImageSphere), not "
+                     f"{domain.kind} fields made by {type(maker).__name__}")
+
+
 def score_generated(values: torch.Tensor, domain, datamodule, metrics: Sequence[str], *, reference_split: str = "train",
                     max_reference: Optional[int] = None, extractor=None, extractor_kwargs: Optional[dict] = None,
                     kid_subsets: int = 100, kid_subset_size: int = 1000, is_splits: int = 10, pr_k: int = 3,
                     seed: int = 0, upsample_to: Optional[int] = None, surface_points: int = 2048) -> dict[str, float]:
-    """Image metrics of 2-D fields `values` (N, P, C) on `domain` against `reference_split`, and coverage / MMD of
-    3-D occupancy fields against the test split (DPF Table 3: in the paper's unit-cube coordinates)."""
+    """Image metrics of 2-D fields `values` (N, P, C) on `domain` (or of projected images on the sphere, read back
+    on the image plane) against `reference_split`, and coverage / MMD of 3-D occupancy fields against the test split
+    (DPF Table 3: in the paper's unit-cube coordinates)."""
     out: dict[str, float] = {}
     image_metrics = [m for m in metrics if m in IMAGE_METRICS]
     if image_metrics:
         maker, load, count, key = reference_values(datamodule, reference_split, max_reference, domain.shape)
-        levels = maker.num_levels
         out.update(score_samples(
-            to_images(values, domain, levels), datamodule.name, image_metrics, extractor,
-            load_reference=lambda: to_images(load(), maker.domain, levels), split=key, num_levels=256,
+            scored_images(values, domain, maker), datamodule.name, image_metrics, extractor,
+            load_reference=lambda: scored_images(load(), maker.domain, maker), split=key, num_levels=256,
             kid_subsets=kid_subsets, kid_subset_size=min(kid_subset_size, len(values), count),
             is_splits=min(is_splits, len(values)), k=pr_k, seed=seed, extractor_kwargs=extractor_kwargs))
     if "coverage_mmd" in metrics:

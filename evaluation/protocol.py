@@ -17,8 +17,9 @@ from evaluation.sample_metrics import METRICS as IMAGE_METRICS
 
 LIKELIHOODS = ("bound", "exact")  # a variational bound on -log p (DDPM) or -log p itself (autoregressive)
 VIEW_METRICS = ("psnr", "ssim", "lpips")
-# metrics of generated fields, by the domain kind they are defined on
-SAMPLE_METRICS = {"grid2d": IMAGE_METRICS, "grid3d": ("coverage_mmd",)}
+# metrics of generated fields, by the domain kind they are defined on (sphere: projected images, read back on the
+# image plane)
+SAMPLE_METRICS = {"grid2d": IMAGE_METRICS, "grid3d": ("coverage_mmd",), "sphere": IMAGE_METRICS}
 METRICS = ("loss", "bpd", *IMAGE_METRICS, "coverage_mmd", *VIEW_METRICS)
 
 

@@ -28,9 +28,10 @@ def get_extractor(name: str, **kwargs) -> FeatureExtractor:
 
 
 def default_extractor_name(dataset: str, inception_weights: Optional[str] = None) -> str:
-    """The project classifier of `dataset` when it has one, else Inception when it is usable here."""
-    if dataset in DATASET_CLASSIFIERS:
-        return DATASET_CLASSIFIERS[dataset]
+    """The project classifier of `dataset` when it has one, else Inception when it is usable here. sphere_X holds
+    X's images projected onto the sphere: X's classifier scores their back-projection."""
+    if dataset.removeprefix("sphere_") in DATASET_CLASSIFIERS:
+        return DATASET_CLASSIFIERS[dataset.removeprefix("sphere_")]
     if inception_available(inception_weights):
         return "inception"
     classifiers = ", ".join(f"{d}: {n}" for d, n in DATASET_CLASSIFIERS.items())

@@ -9,8 +9,10 @@ from datamodules.images import ImageGrid, levels_to_full_range, to_images, unit_
 from datamodules.sources.digits import Digits
 from datamodules.sources.lfw import LFWFaces
 from datamodules.sources.primitives import Primitives
+from datamodules.spherical import ImageSphere
 from datamodules.voxels import VoxelGrid
-from evaluation.field_scores import reference_values, score_generated
+from evaluation.extractors import default_extractor_name
+from evaluation.field_scores import reference_values, score_generated, scored_images
 from evaluation.geometry import chamfer_distance, surface_point_clouds, surface_points
 
 
@@ -71,3 +73,26 @@ def test_surface_points_are_uniform_by_area_on_non_cubic_grids():
     on_large_faces = np.isclose(np.abs(points[:, 0]), 1, atol=1e-4).mean()  # the two faces normal to axis 0
     # in [-1, 1]^3 every face of the cube has the same area: the two normal to axis 0 hold a third of it
     assert on_large_faces == pytest.approx(1 / 3, abs=0.03)
+
+
+def test_sphere_digits_are_scored_by_the_digits_classifier_on_their_back_projection(digits_cnn):
+    sphere = FieldDataModule(ImageSphere(Digits(), bandwidth=8), name="sphere_digits")
+    maker, load, _, _ = reference_values(sphere, "test", None)
+    real = torch.from_numpy(load())
+    images = scored_images(real, maker.domain, maker)
+    np.testing.assert_array_equal(images, levels_to_full_range(maker.to_raw(real), 17))
+    assert images.shape == (len(real), 8, 8, 1)
+    assert default_extractor_name("sphere_digits") == "digits-cnn"
+    real_scores = score_generated(real, maker.domain, sphere, ["confidence", "fid"], extractor=digits_cnn)
+    noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    noise_scores = score_generated(noise, maker.domain, sphere, ["confidence", "fid"], extractor=digits_cnn)
+    # DH 16x16 keeps most of each digit: the classifier is sure of nearly all of them, and of little noise
+    assert real_scores["confident[digits-cnn]"] > 0.85 > 0.3 > noise_scores["confident[digits-cnn]"]
+    assert real_scores["fid[digits-cnn]"] < 0.1 * noise_scores["fid[digits-cnn]"]
+
+
+def test_image_metrics_refuse_fields_that_are_not_images():
+    cube = Grid((4, 4, 4))
+    with pytest.raises(ValueError, match=r"image metrics score 2-D images or sphere fields of projected images "
+                                         r"\(ImageSphere\), not grid3d fields made by VoxelGrid"):
+        scored_images(torch.zeros(1, 64, 1), cube, voxels(8).field_maker)

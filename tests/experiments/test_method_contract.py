@@ -118,7 +118,7 @@ def test_evaluate_runs_the_metrics_its_capabilities_imply(trained, tmp_path):
     capabilities, kind = module.capabilities, module.domain.kind
     expected = ["test/loss"]
     expected += ["test/bpd"] if capabilities.likelihood else []
-    expected += ["fid[", "kid[", "is[", "precision[", "recall["] if kind == "grid2d" else []
+    expected += ["fid[", "kid[", "is[", "precision[", "recall["] if kind in ("grid2d", "sphere") else []
     expected += ["coverage[chamfer]", "mmd[chamfer]"] if kind == "grid3d" else []
     expected += ["test/psnr", "test/ssim"] if capabilities.renders_views else []
     for prefix in expected:
