@@ -1,8 +1,9 @@
-"""What every trained module shares (FieldModule: optimiser with warm-up, per-sample loss logging, the finite-loss
-guard, checkpoint metadata) and what every generative method adds (FieldGenerativeModule: the registry and its
-capability checks)."""
+"""What every trained module shares (FieldModule: optimiser with warm-up and lr schedule, per-sample loss logging,
+the finite-loss guard, checkpoint metadata) and what every generative method adds (FieldGenerativeModule: the
+registry and its capability checks)."""
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, ClassVar, Iterable, Optional
 
 import lightning as L
@@ -15,6 +16,8 @@ from datamodules.fields import DOMAIN_KINDS, Domain, FieldBatch, Resolution
 from evaluation.likelihood import LikelihoodModel
 from evaluation.protocol import Capabilities
 from evaluation.views import ViewRenderer
+
+LR_SCHEDULES = ("constant", "cosine")  # after the warm-up: the configured lr, or a half cosine to 0 at max_steps
 
 
 class NonFiniteLossError(RuntimeError):
@@ -61,8 +64,11 @@ class FieldModule(L.LightningModule):
     structural_hparams: tuple[str, ...] = ("domain", "signal_dim", "net")
 
     def __init__(self, domain: dict | Domain, signal_dim: int, num_levels: Optional[int], optimizer: dict,
-                 lr_warmup_steps: int = 0, compile: bool = False):
+                 lr_warmup_steps: int = 0, lr_schedule: str = "constant", compile: bool = False):
         super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"method.lr_schedule={lr_schedule!r} is not one of {LR_SCHEDULES}")
+        self.lr_schedule = lr_schedule
         self.domain: Domain = instantiate(domain) if isinstance(domain, (dict, DictConfig)) else domain
         self.check_domain(self.domain)
         self.signal_dim, self.num_levels = signal_dim, num_levels
@@ -151,13 +157,24 @@ class FieldModule(L.LightningModule):
                     if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
                         group["lr"] = configured["lr"] * scheduler.lr_lambdas[i](scheduler.last_epoch)
 
+    def lr_factor(self, step: int) -> float:
+        """The configured lr's multiplier at optimiser step `step` (0-based): the linear warm-up over
+        lr_warmup_steps, times 1 (constant) or a half cosine from 1 to 0 at trainer.max_steps (cosine)."""
+        factor = min(1.0, (step + 1) / self.lr_warmup_steps) if self.lr_warmup_steps else 1.0
+        if self.lr_schedule == "cosine":
+            total = self.trainer.max_steps
+            if total is None or total < 1:
+                raise ValueError(f"method.lr_schedule=cosine decays the lr to 0 at trainer.max_steps, which is "
+                                 f"{total}; set trainer.max_steps=N, or method.lr_schedule=constant")
+            factor *= 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+        return factor
+
     def configure_optimizers(self):
         optimizer = instantiate(self.optimizer_cfg, params=self.parameters())
-        if not self.lr_warmup_steps:
+        if not self.lr_warmup_steps and self.lr_schedule == "constant":
             return optimizer
-        warmup = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / self.lr_warmup_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class FieldGenerativeModule(FieldModule):

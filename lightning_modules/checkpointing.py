@@ -143,7 +143,7 @@ def check_config_matches(checkpoint: dict[str, Any], module: FieldModule, path: 
 
 
 # settings that change how training continues, not the model: a resume applies the command's values
-RESUME_SETTINGS = ("method.optimizer", "method.lr_warmup_steps", "trainer.gradient_clip_val",
+RESUME_SETTINGS = ("method.optimizer", "method.lr_warmup_steps", "method.lr_schedule", "trainer.gradient_clip_val",
                    "trainer.gradient_clip_algorithm", "trainer.accumulate_grad_batches")
 
 

@@ -228,11 +228,10 @@ class LMConv(FieldGenerativeModule, LikelihoodModel):
     # ---- optimisation ---------------------------------------------------------------------------------------------
     def configure_optimizers(self):
         optimizer = instantiate(self.optimizer_cfg, params=self.parameters())
-        gamma, per_step, warmup = self.lr_decay["gamma"], self.lr_decay["interval"] == "step", self.lr_warmup_steps
+        gamma, per_step = self.lr_decay["gamma"], self.lr_decay["interval"] == "step"
 
-        def factor(step: int) -> float:
-            ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
-            return ramp * gamma ** (step if per_step else self.current_epoch)
+        def factor(step: int) -> float:  # the paper's decay times the shared warm-up and schedule
+            return self.lr_factor(step) * gamma ** (step if per_step else self.current_epoch)
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

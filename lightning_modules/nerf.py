@@ -158,10 +158,10 @@ class NeRF(FieldGenerativeModule, ViewRenderer):
 
     def configure_optimizers(self):
         optimizer = instantiate(self.optimizer_cfg, params=[p for p in self.parameters() if p.requires_grad])
-        warmup, decay = self.lr_warmup_steps, self.hparams.lr_decay_steps
+        decay = self.hparams.lr_decay_steps
 
-        def schedule(step: int) -> float:  # the official exponential decay, after the optional warm-up
-            return min(1.0, (step + 1) / warmup if warmup else 1.0) * 0.1 ** (step / decay)
+        def schedule(step: int) -> float:  # the official exponential decay times the shared warm-up and schedule
+            return self.lr_factor(step) * 0.1 ** (step / decay)
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

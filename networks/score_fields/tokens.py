@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from networks.embeddings import FourierFeatures, timestep_embedding
 
 TIME_SPACINGS = ("geometric", "linear")
-TOKEN_LAYOUTS = ("concat", "separate")
+TOKEN_LAYOUTS = ("concat", "separate", "modulated")
 
 
 def embedding_mlp(in_dim: int, out_dim: int) -> nn.Sequential:
@@ -26,7 +26,10 @@ class FieldTokenizer(nn.Module):
         Fourier bands linspace(1, T/2) (all but a few have periods under 30 steps: a hash of t).
     tokens: "concat" is the paper's [Fourier(coords), values, time features]; "separate" is apple/ml-mcf's: each
         part through its own Linear + LayerNorm + GELU to embed_dim (default: the coordinate features' width),
-        then concatenated (the backbone's input projection follows, as ml-mcf's cat_proj).
+        then concatenated (the backbone's input projection follows, as ml-mcf's cat_proj). "modulated" appends
+        to "concat" the products value x Fourier(coords) (per channel): an attention layer that averages tokens
+        then reads the field's Fourier coefficients directly, where sums of concatenated parts carry only the mean
+        value (not in the paper).
     """
 
     def __init__(
@@ -72,7 +75,8 @@ class FieldTokenizer(nn.Module):
                              f"remove it or set tokens=separate")
         else:
             self.embed_coords = self.embed_values = self.embed_time = nn.Identity()
-            self.out_dim = coord_width + signal_dim + time_width
+            self.out_dim = coord_width + signal_dim + time_width + signal_dim * coord_width * (tokens == "modulated")
+        self.tokens = tokens
 
     def check(self, coords: Tensor, values: Tensor, t: Tensor, name: str) -> None:
         """Raise a ValueError that names what is wrong with one (coords, values, t) set."""
@@ -106,7 +110,11 @@ class FieldTokenizer(nn.Module):
     def forward(self, coords: Tensor, values: Tensor, t: Tensor) -> Tensor:
         time = self.embed_time(self.time_features(t, coords.dtype))
         time = time[:, None, :].expand(-1, coords.shape[1], -1)
-        return torch.cat([self.embed_coords(self.coord_features(coords)), self.embed_values(values), time], dim=-1)
+        coord_features = self.coord_features(coords)
+        parts = [self.embed_coords(coord_features), self.embed_values(values), time]
+        if self.tokens == "modulated":
+            parts.append((values[..., :, None] * coord_features[..., None, :]).flatten(-2))
+        return torch.cat(parts, dim=-1)
 
 
 def check_paired(context_coords: Tensor, query_coords: Tensor, network: str) -> None:

@@ -1,5 +1,5 @@
-"""Score-field tokens: width, layout [Fourier(coords), values, time features], the two time spacings and ml-mcf's
-separate part embeddings."""
+"""Score-field tokens: width, layout [Fourier(coords), values, time features], the two time spacings, ml-mcf's
+separate part embeddings and the value-modulated Fourier features."""
 import pytest
 import torch
 
@@ -58,6 +58,24 @@ def test_separate_tokens_embed_each_part_on_its_own():
     assert torch.equal(changed_t[..., :24], tokens[..., :24]) and not torch.allclose(changed_t, tokens)
     assert torch.allclose(tokens[..., 24:], tokens[:, :1, 24:].expand(-1, 5, -1))
     assert FieldTokenizer(2, 1, coord_bands=4, tokens="separate").out_dim == 3 * 18  # default: coord feature width
+
+
+def test_modulated_tokens_append_each_channel_times_the_coordinate_features():
+    tokenizer = FieldTokenizer(2, 3, coord_bands=4, time_bands=8, num_timesteps=100, tokens="modulated")
+    coord_width, plain = 2 * 9, 2 * 9 + 3 + 16
+    assert tokenizer.out_dim == plain + 3 * coord_width
+    coords, values, t = torch.rand(2, 5, 2) * 2 - 1, torch.randn(2, 5, 3), torch.tensor([3, 40])
+    tokens = tokenizer(coords, values, t)
+    concat = FieldTokenizer(2, 3, coord_bands=4, time_bands=8, num_timesteps=100)(coords, values, t)
+    torch.testing.assert_close(tokens[..., :plain], concat)
+    products = tokens[..., plain:].reshape(2, 5, 3, coord_width)
+    torch.testing.assert_close(products, values[..., None] * FourierFeatures(4, 64)(coords)[..., None, :])
+    # the mean token over a field holds its Fourier coefficients: sum_i v_i cos(w x_i), not only the mean value
+    grid = torch.linspace(-1, 1, 16)[None, :, None].expand(1, -1, 2)
+    bump, shifted = (torch.exp(-((grid[..., :1] - centre) / 0.2) ** 2) for centre in (-0.5, 0.5))
+    assert torch.allclose(bump.mean(), shifted.mean(), atol=1e-6)
+    means = [tokenizer(grid, x.expand(-1, -1, 3), t[:1])[..., plain:].mean(1) for x in (bump, shifted)]
+    assert not torch.allclose(means[0], means[1], atol=1e-2)
 
 
 @pytest.mark.parametrize("kwargs, message", [
