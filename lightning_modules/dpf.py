@@ -1,7 +1,7 @@
 """Diffusion Probabilistic Fields (Zhuang et al. 2023): a score field over context/query pairs on any domain."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from hydra.utils import instantiate
@@ -25,7 +25,8 @@ class DPF(DiffusionMethod):
         does the same); "independent" is the literal Algorithm 1 (eps_c and eps_q drawn separately), under which
         a network can lower its loss by averaging each query with its independently noised copy in the context.
     sampling_context: context points at sampling time (a random subset of the queries, fixed for the chain);
-        null = min(training context count, number of queries). Independent of the sampling resolution.
+        null = min(training context count, number of queries); "all" = every query, at any resolution (a model
+        trained with the whole field as context then sees every query in it at a finer grid too, as in training).
     query_chunk_size: score this many queries at a time when sampling (memory; queries do not interact); PerceiverIO
         only (the paired backbones encode every query with every other).
     coordinate_jitter: train on the continuous field between grid points (Grid domains): each training field is
@@ -40,7 +41,7 @@ class DPF(DiffusionMethod):
     channel_dim = -1
 
     def __init__(self, net: dict, point_sampler: dict, overlap_noise: str = "shared",
-                 sampling_context: Optional[int] = None, query_chunk_size: Optional[int] = None,
+                 sampling_context: Union[int, str, None] = None, query_chunk_size: Optional[int] = None,
                  coordinate_jitter: float = 0.0, coordinate_jitter_share: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.save_hyperparameters()
@@ -66,6 +67,9 @@ class DPF(DiffusionMethod):
                 f"method.query_chunk_size={query_chunk_size} cannot split the queries of {type(self.net).__name__}: "
                 f"it pairs query i with context token i and encodes all of them together, so a chunk of queries "
                 f"has no context of its own; set method.query_chunk_size=null, or use PerceiverIO to chunk")
+        if not (sampling_context in (None, "all") or isinstance(sampling_context, int) and sampling_context > 0):
+            raise ValueError(f"method.sampling_context must be a positive number of points, 'all' (every query) or "
+                             f"null (the training count), got {sampling_context!r}")
         self.sampling_context, self.query_chunk_size = sampling_context, query_chunk_size
         if coordinate_jitter and not isinstance(self.domain, Grid):
             raise ValueError(f"coordinate_jitter interpolates between grid points, but the data's domain is "
@@ -118,6 +122,8 @@ class DPF(DiffusionMethod):
             return torch.arange(num_queries, device=self.device).expand(num_samples, -1)
         requested = num_context or self.sampling_context or min(
             self.point_sampler.context.count_for(self.domain.num_points), num_queries)
+        if requested == "all":
+            return torch.arange(num_queries, device=self.device).expand(num_samples, -1)
         if requested > num_queries:
             raise ValueError(f"num_context={requested} exceeds the {num_queries} query points at {where}; the "
                              f"context is a subset of the queries")

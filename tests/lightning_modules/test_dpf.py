@@ -125,6 +125,16 @@ def test_sampling_context_is_a_fixed_subset_reread_every_step():
         model.sample(1, resolution=8, num_context=65)
 
 
+def test_sampling_context_all_reads_every_query_at_any_resolution():
+    model = make_dpf(net={"_target_": f"{__name__}.ZeroScore"}, sampling_context="all")
+    model.sample(2, generator=torch.Generator().manual_seed(0), resolution=8)
+    context_coords, _, query_coords, _, _ = model.net.calls[0]
+    assert torch.equal(context_coords, query_coords) and context_coords.shape == (2, 64, 2)
+    for bad in (0, "some", 2.5):
+        with pytest.raises(ValueError, match=r"method.sampling_context must be a positive number of points, 'all'"):
+            make_dpf(sampling_context=bad)
+
+
 def test_sphere_coordinates_enter_as_unit_vectors():
     model = make_dpf(domain=Sphere((4, 4)))
     out = model.sample(1, generator=torch.Generator().manual_seed(0), resolution=8)
