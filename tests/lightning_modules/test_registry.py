@@ -62,7 +62,9 @@ def test_metrics_follow_the_domain_and_the_capabilities():
     ddpm, dpf = METHODS["ddpm"].capabilities, METHODS["dpf"].capabilities
     assert default_metrics("grid2d", ddpm, True) == ["loss", "bpd", "fid", "kid", "is", "precision_recall", "confidence"]
     assert default_metrics("grid3d", dpf, True) == ["loss", "coverage_mmd"]
-    assert default_metrics("sphere", dpf, True) == ["loss"]
+    # spherical images are scored on their read-back onto the image plane
+    assert default_metrics("sphere", dpf, True) == ["loss", "fid", "kid", "is", "precision_recall", "confidence"]
+    assert default_metrics("latlon", dpf, True) == ["loss"]
     assert default_metrics("grid2d", None, False) == ["fid", "kid", "is", "precision_recall", "confidence"]
     with pytest.raises(MetricNotApplicableError, match="method 'dpf' declares none"):
         check_metrics(["bpd"], "grid2d", dpf, "dpf")
