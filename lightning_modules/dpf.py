@@ -118,12 +118,11 @@ class DPF(DiffusionMethod):
     def sampling_context_index(self, num_samples: int, num_queries: int, num_context: Optional[int] = None,
                                generator: Optional[torch.Generator] = None, where: str = "") -> torch.Tensor:
         """(num_samples, k) indices of the context among the queries at sampling time (Algorithm 2, line 2)."""
-        if self.point_sampler.same_points:  # paired backbones read every query as its own context
+        requested = num_context or self.sampling_context
+        # paired backbones read every query as its own context; "all" asks for the same of any backbone
+        if self.point_sampler.same_points or requested == "all":
             return torch.arange(num_queries, device=self.device).expand(num_samples, -1)
-        requested = num_context or self.sampling_context or min(
-            self.point_sampler.context.count_for(self.domain.num_points), num_queries)
-        if requested == "all":
-            return torch.arange(num_queries, device=self.device).expand(num_samples, -1)
+        requested = requested or min(self.point_sampler.context.count_for(self.domain.num_points), num_queries)
         if requested > num_queries:
             raise ValueError(f"num_context={requested} exceeds the {num_queries} query points at {where}; the "
                              f"context is a subset of the queries")
