@@ -4,7 +4,9 @@ view-invariant encoder contrastively: two views of one scene are positives, othe
 A batch is a FieldBatch of `batch_size` images on a Grid: the first half are one view of each of batch_size / 2
 scenes, the second half another view of the same scenes, in the same order. With hard negatives, every scene comes
 with a copy that keeps its colour composition but not its layout (recoloured and/or moved primitives), as one more
-scene of the batch right after it: the encoder must then tell scenes apart by more than their colours.
+scene of the batch right after it: the encoder must then tell scenes apart by more than their colours. The
+"floaters" kind keeps the scene and pastes soft blobs of its colours onto the copy's views instead, as the
+near-camera floaters of a NeRF fit to few views: the encoder must then tell a clean view from a cluttered one.
 """
 from __future__ import annotations
 
@@ -17,15 +19,42 @@ from torch.utils.data import Dataset
 from datamodules.cameras import HemispherePoses
 from datamodules.datamodule import FieldDataModule
 from datamodules.fields import FieldBatch, Grid
-from datamodules.sources.procedural_scenes import CAMERA_ANGLE_X, hard_negative_scene, render, scene_spec
+from datamodules.sources.procedural_scenes import (CAMERA_ANGLE_X, HARD_NEGATIVE_KINDS, Primitive,
+                                                   hard_negative_scene, render, scene_spec)
+
+IMAGE_NEGATIVE_KINDS = ("floaters",)
+
+
+def paste_floaters(views: np.ndarray, primitives: list[Primitive], rng: np.random.Generator,
+                   max_count: int = 3) -> np.ndarray:
+    """Views (V, H, W, 3) in [0, 1], each with 1..max_count soft elliptic blobs (Gaussian alpha, peak 0.6-1, radii
+    4-16% of the width) in the scene's colours, darkened as shading would: what floaters look like in a render."""
+    count, height, width = len(views), views.shape[1], views.shape[2]
+    shape = (count, max_count)
+    present = np.arange(max_count) < rng.integers(1, max_count + 1, count)[:, None]
+    centres = rng.uniform(0, 1, (*shape, 2)) * [height, width]
+    radii = rng.uniform(0.04, 0.16, (*shape, 2)) * width
+    peak = rng.uniform(0.6, 1.0, shape) * present
+    palette = np.array([p.colour for p in primitives])
+    colours = palette[rng.integers(len(palette), size=shape)] * rng.uniform(0.5, 1.0, (*shape, 1))
+    rows, cols = np.arange(height) + 0.5, np.arange(width) + 0.5
+    d2 = (((rows[None, None, :, None] - centres[..., None, None, 0]) / radii[..., None, None, 0]) ** 2
+          + ((cols[None, None, None, :] - centres[..., None, None, 1]) / radii[..., None, None, 1]) ** 2)
+    alpha = peak[..., None, None] * np.exp(-d2)  # (V, K, H, W)
+    out = views.copy()
+    for k in range(max_count):  # "over" compositing, one blob layer at a time
+        a = alpha[:, k, :, :, None]
+        out = out * (1 - a) + colours[:, k, None, None, :] * a
+    return out.astype(views.dtype)
 
 
 class EncoderScenes:
     """The encoder scenes ("encoder", i): i in [0, num_train) for training, the next num_val and num_test for
     validation and test. `render_item` draws two cameras of DietNeRF's pose law and renders them on white
     (samples_per_axis^2 rays per pixel); training pairs are new views at every draw, val / test pairs fixed.
-    hard_negatives: kinds of procedural_scenes.hard_negative_scene (e.g. [recolour]); when given, an item is also
-    two views of that copy of the scene, redrawn at every draw in training, fixed in val / test."""
+    hard_negatives: kinds of procedural_scenes.hard_negative_scene (recolour, move) and/or "floaters"
+    (paste_floaters); when given, an item is also two views of that copy of the scene, redrawn at every draw in
+    training, fixed in val / test."""
 
     channels = 3
     num_levels = None
@@ -36,6 +65,11 @@ class EncoderScenes:
         self.size, self.samples_per_axis = size, samples_per_axis
         self.focal = 0.5 * size / np.tan(0.5 * CAMERA_ANGLE_X)
         self.hard_negatives = tuple(hard_negatives)
+        unknown = set(self.hard_negatives) - set(HARD_NEGATIVE_KINDS) - set(IMAGE_NEGATIVE_KINDS)
+        if unknown:
+            raise ValueError(f"data.field_maker.source.hard_negatives: unknown kinds {sorted(unknown)}; choose from "
+                             f"{[*HARD_NEGATIVE_KINDS, *IMAGE_NEGATIVE_KINDS]}")
+        self.scene_negatives = tuple(k for k in self.hard_negatives if k in HARD_NEGATIVE_KINDS)
         self.item_shape = (4 if self.hard_negatives else 2, size, size, 3)
         self.poses = HemispherePoses()
 
@@ -49,13 +83,16 @@ class EncoderScenes:
         negative when asked."""
         scenes = [scene_spec("encoder", index)]
         if self.hard_negatives:
-            seed = int(torch.randint(2**31, (), generator=generator))
-            scenes.append(hard_negative_scene(scenes[0], self.hard_negatives, np.random.default_rng(seed)))
+            rng = np.random.default_rng(int(torch.randint(2**31, (), generator=generator)))
+            scenes.append(hard_negative_scene(scenes[0], self.scene_negatives, rng) if self.scene_negatives
+                          else scenes[0])
         views = []
         for scene in scenes:
             poses = self.poses.sample(2, generator).numpy()
             rgba, _ = render(scene, poses, self.size, self.size, self.focal, self.samples_per_axis)
             views.append(rgba[..., :3] * rgba[..., 3:] + 1 - rgba[..., 3:])
+        if "floaters" in self.hard_negatives:
+            views[1] = paste_floaters(views[1], scenes[1], rng)
         return np.concatenate(views).astype(np.float32)
 
 

@@ -1,5 +1,6 @@
 """The Blender-synthetic loader, the procedural scene generator behind the offline scene, and the scene DataModule."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from datamodules.sources.blender import BlenderScene
 from datamodules.sources.procedural_scenes import (
     EVAL_SCENE, HELD_OUT_DISTANCE, ProceduralScene, hard_negative_scene, intersect, render, scene_distance, scene_spec,
     write_scene)
-from datamodules.view_pairs import EncoderScenes, SceneViewPairs, ViewPairsDataModule
+from datamodules.view_pairs import EncoderScenes, SceneViewPairs, ViewPairsDataModule, paste_floaters
 
 
 @pytest.fixture
@@ -150,3 +151,22 @@ def test_view_pairs_with_hard_negatives_put_each_copy_next_to_its_scene():
     torch.testing.assert_close(images[[0, 4, 1, 5]], item)
     with pytest.raises(ValueError, match="multiple of 4"):
         ViewPairsDataModule(SceneViewPairs(source), batch_size=6)
+
+
+def test_floaters_are_soft_blobs_of_the_scenes_colours_on_an_otherwise_untouched_view():
+    scene = scene_spec("encoder", 0)
+    white = np.ones((16, 32, 32, 3), np.float32)
+    pasted = paste_floaters(white, scene, np.random.default_rng(0))
+    assert pasted.shape == white.shape and pasted.dtype == white.dtype and 0 <= pasted.min() <= pasted.max() <= 1
+    changed = np.abs(pasted - white).max(-1) > 0.05
+    assert (np.abs(pasted - white).max((1, 2, 3)) > 0.3).all()  # every view gets a visible floater
+    assert changed.mean((1, 2)).max() < 0.6  # and keeps most of its pixels
+    # a blob mixes white with a darkened colour of the scene: with one pure red primitive, green = blue <= red
+    red = paste_floaters(white, [replace(scene[0], colour=(1.0, 0.0, 0.0))], np.random.default_rng(1))
+    np.testing.assert_allclose(red[..., 1], red[..., 2], atol=1e-6)
+    assert (red[..., 0] >= red[..., 1] - 1e-6).all() and red[..., 1].min() < 0.5
+    source = EncoderScenes(num_train=2, num_val=2, num_test=2, size=16, hard_negatives=["floaters"])
+    item = source.render_item(0, torch.Generator().manual_seed(0))
+    assert item.shape == (4, 16, 16, 3)
+    with pytest.raises(ValueError, match=r"unknown kinds \['smudge'\]"):
+        EncoderScenes(hard_negatives=["floaters", "smudge"])
