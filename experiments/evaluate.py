@@ -65,13 +65,15 @@ def evaluate_checkpoint(cfg: DictConfig) -> None:
                                            lpips_model, cfg.lpips_input)
         scores.update(view_scores)
         save_renders(Path(cfg.output_dir), renders, datamodule.view_names("test"))
-    if set(metrics) - {"loss", "bpd", *VIEW_METRICS}:
+    samples_drawn = bool(set(metrics) - {"loss", "bpd", *VIEW_METRICS})
+    if samples_drawn:
         values, coords, domain = draw(module, cfg.num_samples, cfg.batch_size, cfg.seed, cfg.resolution,
                                       cfg.progress, **sampler_options(module, cfg.sampler))
         save_samples(Path(cfg.output_dir), values, coords, domain, datamodule.field_maker)
         scores.update(sample_metrics(cfg, datamodule, metrics, values, domain))
     write_metrics(scores, cfg.output_dir, dataset=datamodule.name, tables=tables, checkpoint=str(cfg.ckpt_path),
-                  method=module.method_name, num_samples=cfg.num_samples, use_ema=cfg.use_ema)
+                  method=module.method_name, num_samples=cfg.num_samples if samples_drawn else 0,
+                  use_ema=cfg.use_ema)
 
 
 def evaluate_samples_file(cfg: DictConfig) -> None:
