@@ -60,8 +60,9 @@ def reference_values(datamodule, split: str, max_items: Optional[int], resolutio
     indices = np.asarray(indices)[:max_items]
 
     def load() -> np.ndarray:
-        return np.concatenate([maker.to_values(np.stack([np.asarray(items[int(i)]) for i in indices[start:start + CHUNK]]))
-                               for start in range(0, len(indices), CHUNK)])
+        chunks = (indices[start:start + CHUNK] for start in range(0, len(indices), CHUNK))
+        return np.concatenate([maker.to_values(np.stack([np.asarray(items[int(i)]) for i in chunk]))
+                               for chunk in chunks])
 
     return maker, load, len(indices), f"{split}-{fingerprint(datamodule, maker, indices)}"
 

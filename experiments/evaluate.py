@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from evaluation.field_scores import score_generated
-from evaluation.protocol import VIEW_METRICS, check_metrics, default_metrics, test_split_metrics
+from evaluation.protocol import SAMPLE_METRICS, VIEW_METRICS, check_metrics, default_metrics, test_split_metrics
 from evaluation.report import compare_runs, read_metrics, save_renders, write_metrics
 from evaluation.sample_metrics import score_samples
 from evaluation.views import LPIPSVGG, score_views
@@ -65,7 +65,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> None:
                                            lpips_model, cfg.lpips_input)
         scores.update(view_scores)
         save_renders(Path(cfg.output_dir), renders, datamodule.view_names("test"))
-    samples_drawn = bool(set(metrics) - {"loss", "bpd", *VIEW_METRICS})
+    samples_drawn = bool(set(metrics) & set(SAMPLE_METRICS.get(module.domain.kind, ())))
     if samples_drawn:
         values, coords, domain = draw(module, cfg.num_samples, cfg.batch_size, cfg.seed, cfg.resolution,
                                       cfg.progress, **sampler_options(module, cfg.sampler))
@@ -141,8 +141,8 @@ def check_command(cfg: DictConfig) -> None:
         raise UsageError(f"renders={cfg.renders} is one path; give the evaluated scene runs as a list: "
                          f"renders='[{cfg.renders},OTHER_RUN_DIR]'")
     if not (cfg.compare or cfg.samples or cfg.renders or cfg.ckpt_path):
-        raise UsageError(f"nothing to evaluate: give ckpt_path=..., samples=... data=..., compare=[...] or renders=[...]; usage: "
-                         f"{USAGE}")
+        raise UsageError("nothing to evaluate: give ckpt_path=..., samples=... data=..., compare=[...] or "
+                         f"renders=[...]; usage: {USAGE}")
     check_counts(cfg, {"num_samples": 1, "batch_size": 1, "bpd_batches": 1, "seed": 0, "kid_subsets": 1,
                        "kid_subset_size": 2, "is_splits": 1, "pr_k": 1, "surface_points": 1})
     resolve_device(cfg.device)

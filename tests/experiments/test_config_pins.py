@@ -2,7 +2,8 @@
 
 The config tree composes shared presets (diffusion, sampler, scale overlays, data bases); a refactor of the tree
 must not change what any experiment trains. A deliberate change of a default is re-pinned, and shows in the diff:
-    python tests/experiments/test_config_pins.py      # rewrites pinned_configs.json from the current tree
+    python tests/experiments/test_config_pins.py NAME ...   # re-pins the named experiments, keeps every other pin
+    python tests/experiments/test_config_pins.py            # re-pins every experiment from the current tree
 """
 import json
 import sys
@@ -53,7 +54,12 @@ def test_experiment_resolves_to_its_pinned_values(experiment):
 
 
 if __name__ == "__main__":
-    experiments = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
+    known = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
+    experiments = sys.argv[1:] or known
+    unknown = sorted(set(experiments) - set(known))
+    if unknown:
+        sys.exit(f"no experiment {unknown} in {CONF / 'experiment'}; pick from {known}")
     sys.path.insert(0, str(CONF.parent))
-    PINS.write_text(json.dumps({name: resolved(name) for name in experiments}, indent=1, sort_keys=True) + "\n")
-    print(f"pinned {len(experiments)} experiments in {PINS}")
+    pins = ({} if not sys.argv[1:] else PINNED) | {name: resolved(name) for name in experiments}
+    PINS.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
+    print(f"pinned {len(experiments)} of {len(pins)} experiments in {PINS}")
