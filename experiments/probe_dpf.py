@@ -3,7 +3,8 @@
 For test fields noised to step t (one noise draw; the context is a random subset of the noisy queries, as when
 sampling: Algorithm 2) it reports the x0-MSE of the queries given the right context, an all-zero context and another
 field's context (the same coordinates, the other field's noisy values at the same t), per noise level, and for a
-PerceiverIO the latent spread ||L - mean L|| / ||L|| and the decoder's attention entropy (ln(num_latents) is
+PerceiverIO the latent spread ||L - mean L|| / ||L||, the decoder's attention entropy (ln(num_latents) is
+uniform) and the encoder's reach (the share of the context one latent reads in the first cross-attention: 1 is
 uniform). A network that ignores its context scores the same with all three; the spread of a collapsed latent
 array is ~0.
 """

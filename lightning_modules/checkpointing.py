@@ -120,7 +120,8 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def check_config_matches(checkpoint: dict[str, Any], module: FieldModule, path: str | Path) -> None:
-    """Refuse a checkpoint whose method or shape-deciding hyper-parameters differ from `module`'s."""
+    """Refuse a checkpoint whose method or shape-deciding hyper-parameters differ from `module`'s. A resolution-free
+    method may continue at another field resolution (domain.shape: a coarse-to-fine phase), never another domain."""
     saved = checkpoint.get("hyper_parameters")
     saved_class = checkpoint.get("fieldgen_method")
     this_class = f"{type(module).__module__}.{type(module).__qualname__}"
@@ -130,11 +131,12 @@ def check_config_matches(checkpoint: dict[str, Any], module: FieldModule, path: 
         raise ConfigMismatchError(f"{path} holds a {saved_class} model, but this run builds {this_class}; "
                                   "use that method's experiment, or a fresh run_name to start over")
     differences = []
+    free = {"domain.shape"} if module.capabilities.resolution_free else set()
     for key in module.structural_hparams:
         ours = _flatten(as_container(module.hparams.get(key)), f"{key}.")
         theirs = _flatten(as_container(saved.get(key)), f"{key}.")
         for name in sorted(set(ours) | set(theirs)):
-            if ours.get(name) != theirs.get(name):
+            if ours.get(name) != theirs.get(name) and name not in free:
                 differences.append(f"  {name}: checkpoint {theirs.get(name)!r}, this run {ours.get(name)!r}")
     if differences:
         raise ConfigMismatchError(

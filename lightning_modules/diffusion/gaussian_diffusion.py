@@ -47,7 +47,10 @@ class GaussianDiffusion:
         "hybrid"; "hybrid" with a fixed variance is rejected because its vb term would carry no gradient.
     num_levels: quantisation of the data on [-1, 1] for the discretised L_0 decoder (256 for 8-bit images);
         None for continuous data, where L_0 is a Gaussian density and bits/dim are undefined.
-    betas: explicit (T,) betas; when given they override schedule, num_timesteps, beta_start and beta_end.
+    logsnr_shift: added to the cosine schedule's log-SNR at every step (schedules.get_named_beta_schedule); < 0
+        noises a larger field more, so that its coarse structure sees the SNR of a smaller one.
+    betas: explicit (T,) betas; when given they override schedule, num_timesteps, beta_start, beta_end and
+        logsnr_shift.
     operator: a linear, shape-preserving map A on value tensors (any callable, e.g. a blur), or None (identity).
         The process becomes x_t = sqrt(a_bar_t) A x0 + sqrt(1 - a_bar_t) A eps, with posterior
         N(coef1 A x0 + coef2 x_t, beta~_t A A^T), and every fresh noise draw of the samplers (x_T, ancestral and
@@ -74,6 +77,7 @@ class GaussianDiffusion:
         num_timesteps: int = 1000,
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
+        logsnr_shift: float = 0.0,
         betas: Optional[np.ndarray] = None,
         prediction_type: str = "eps",
         variance_type: str = "fixed_small",
@@ -119,10 +123,14 @@ class GaussianDiffusion:
             )
         if not noise_scale > 0 or not math.isfinite(noise_scale):
             raise ValueError(f"noise_scale is the std of the white noise draws, a finite number > 0; got {noise_scale}")
+        if logsnr_shift and schedule != "cosine":
+            raise ValueError(f"logsnr_shift={logsnr_shift} moves the cosine schedule's log-SNR, but schedule is "
+                             f"{schedule!r}; use schedule=cosine, or logsnr_shift=0")
         if betas is None:
             # cosine is defined by its alpha_bar curve, not by a beta range
-            beta_range = {} if schedule == "cosine" else {"beta_start": beta_start, "beta_end": beta_end}
-            betas = get_named_beta_schedule(schedule, num_timesteps, **beta_range)
+            options = ({"logsnr_shift": logsnr_shift} if schedule == "cosine"
+                       else {"beta_start": beta_start, "beta_end": beta_end})
+            betas = get_named_beta_schedule(schedule, num_timesteps, **options)
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or len(betas) < 2:
             raise ValueError(f"betas must be a 1-D array of at least 2 steps, got shape {betas.shape}")

@@ -13,7 +13,10 @@ def get_named_beta_schedule(name: str, num_timesteps: int, **kwargs: float) -> n
     """The (num_timesteps,) float64 betas of a named schedule.
 
     - "linear": linspace(beta_start=1e-4, beta_end=0.02) exactly as Ho et al. (not rescaled by 1000 / T);
-    - "cosine": Nichol & Dhariwal's squared-cosine alpha_bar with offset s=0.008, betas clipped at max_beta=0.999;
+    - "cosine": Nichol & Dhariwal's squared-cosine alpha_bar with offset s=0.008, betas clipped at max_beta=0.999,
+      and its log-SNR moved by logsnr_shift (Hoogeboom et al. 2023's shifted cosine; 0 is the plain one): a field
+      of r^d times a base resolution's points keeps the base's SNR at the base's scale with -d ln r, since pooling
+      r^d points divides the noise variance by r^d;
     - "quadratic": linspace(sqrt(beta_start), sqrt(beta_end)) squared;
     - "constant": beta_end at every step.
     """
@@ -22,11 +25,14 @@ def get_named_beta_schedule(name: str, num_timesteps: int, **kwargs: float) -> n
     if name not in BETA_SCHEDULES:
         raise ValueError(f"unknown beta schedule {name!r}; valid names: {', '.join(BETA_SCHEDULES)}")
     if name == "cosine":
-        options = _schedule_options(name, kwargs, s=0.008, max_beta=0.999)
-        s = options["s"]
-        return betas_for_alpha_bar(
-            num_timesteps, lambda u: np.cos((u + s) / (1 + s) * math.pi / 2) ** 2, options["max_beta"]
-        )
+        options = _schedule_options(name, kwargs, s=0.008, max_beta=0.999, logsnr_shift=0.0)
+        s, noise_odds = options["s"], math.exp(-options["logsnr_shift"])
+
+        def alpha_bar(u: np.ndarray) -> np.ndarray:
+            plain = np.cos((u + s) / (1 + s) * math.pi / 2) ** 2 / math.cos(s / (1 + s) * math.pi / 2) ** 2
+            return plain / (plain + (1.0 - plain) * noise_odds)  # sigmoid(logit(plain) + logsnr_shift)
+
+        return betas_for_alpha_bar(num_timesteps, alpha_bar, options["max_beta"])
     options = _schedule_options(name, kwargs, beta_start=1e-4, beta_end=0.02)
     beta_start, beta_end = options["beta_start"], options["beta_end"]
     if name == "linear":

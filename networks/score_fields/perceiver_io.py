@@ -193,10 +193,17 @@ class PerceiverIO(ScoreField):
         """Per-field diagnostics of latent collapse, each (B,):
         latent_spread: ||L - mean_latents(L)|| / ||L|| of the encoder output L (0: every latent is one vector);
         decoder_entropy: the first decoder cross-attention's entropy over the latents, averaged over heads and
-        queries (ln(num_latents): uniform, the decoder reads one pooled vector)."""
-        latents = self.encode(self.tokenizer(context_coords, context_values, t))
+        queries (ln(num_latents): uniform, the decoder reads one pooled vector);
+        encoder_reach: exp(entropy) / Nc of the first encoder cross-attention over the context, averaged over heads
+        and latents: the share of the context one latent reads (1: uniform, every latent pools the whole field)."""
+        def entropy(weights: Tensor) -> Tensor:
+            return -(weights * weights.clamp_min(1e-30).log()).sum(-1)
+
+        context = self.tokenizer(context_coords, context_values, t)
+        first_read = self.encoder_blocks[0][0].attention.weights(self.latents.expand(len(context), -1, -1), context)
+        latents = self.encode(context)
         spread = (latents - latents.mean(1, keepdim=True)).flatten(1).norm(dim=1) / latents.flatten(1).norm(dim=1)
         weights = self.decoder_blocks[0].attention.weights(self.query_proj(self.tokenizer(query_coords, query_values,
                                                                                            t)), latents)
-        entropy = -(weights * weights.clamp_min(1e-30).log()).sum(-1).mean((1, 2))
-        return {"latent_spread": spread, "decoder_entropy": entropy}
+        return {"latent_spread": spread, "decoder_entropy": entropy(weights).mean((1, 2)),
+                "encoder_reach": entropy(first_read).exp().mean((1, 2)) / context.shape[1]}

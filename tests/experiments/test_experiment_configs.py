@@ -11,6 +11,8 @@ EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "con
 # encoder stands in
 STAND_INS = {name: ["method.semantic.encoder.ckpt_path=null"]
              for name in ("dietnerf_procedural_8v", "dietnerf_procedural_8v_one_sided")}
+# it continues another run's checkpoint (experiment=dpf_primitives32_at8): from scratch here
+STAND_INS["dpf_primitives32"] = ["ckpt_path=null"]
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -76,6 +76,7 @@ def test_perceiver_reports_latent_statistics():
     numbers = probe(make(net, "eps"), FieldsOnly(), CFG)
     assert numbers["uniform_entropy"] == pytest.approx(math.log(4))
     assert 0 < numbers["latent_spread@t=8"] <= 1 and 0 < numbers["decoder_entropy@t=8"] <= math.log(4) + 1e-6
+    assert 0 < numbers["encoder_reach@t=8"] <= 1 + 1e-6
     assert all(math.isfinite(value) for value in numbers.values())
 
 

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from lightning_modules.checkpointing import AtomicCheckpointIO, ConfigMismatchError, read_checkpoint
+from evaluation.protocol import Capabilities
+from lightning_modules.checkpointing import (AtomicCheckpointIO, ConfigMismatchError, check_config_matches,
+                                             read_checkpoint)
 from payloads import write_payload_checkpoint
 
 
@@ -33,10 +35,9 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_config_mismatch_lists_the_differing_keys(tmp_path):
-    from lightning_modules.checkpointing import check_config_matches
-
     class Module:
         structural_hparams = ("net", "signal_dim")
+        capabilities = Capabilities(domains=("grid2d",))
         hparams = {"net": {"base_channels": 64, "channel_mults": [1, 2]}, "signal_dim": 1}
 
     checkpoint = {"fieldgen_method": f"{Module.__module__}.{Module.__qualname__}",
@@ -47,6 +48,27 @@ def test_config_mismatch_lists_the_differing_keys(tmp_path):
     check_config_matches(checkpoint, Module(), "x.ckpt")
     checkpoint["fieldgen_method"] = "lightning_modules.dpf.DPF"
     with pytest.raises(ConfigMismatchError, match="holds a lightning_modules.dpf.DPF model"):
+        check_config_matches(checkpoint, Module(), "x.ckpt")
+
+
+@pytest.mark.parametrize("resolution_free", [True, False])
+def test_only_a_resolution_free_method_continues_at_another_resolution(resolution_free):
+    grid = "datamodules.fields.Grid"
+
+    class Module:
+        structural_hparams = ("domain", "net")
+        capabilities = Capabilities(domains=("grid3d",), resolution_free=resolution_free)
+        hparams = {"domain": {"_target_": grid, "shape": [32, 32, 32]}, "net": {"width": 8}}
+
+    checkpoint = {"fieldgen_method": f"{Module.__module__}.{Module.__qualname__}",
+                  "hyper_parameters": {"domain": {"_target_": grid, "shape": [8, 8, 8]}, "net": {"width": 8}}}
+    if not resolution_free:
+        with pytest.raises(ConfigMismatchError, match=r"domain.shape: checkpoint \[8, 8, 8\], this run \[32, 32, 32\]"):
+            check_config_matches(checkpoint, Module(), "x.ckpt")
+        return
+    check_config_matches(checkpoint, Module(), "x.ckpt")  # a coarse-to-fine phase
+    checkpoint["hyper_parameters"]["domain"]["_target_"] = "datamodules.fields.SphereGrid"
+    with pytest.raises(ConfigMismatchError, match="domain._target_: checkpoint 'datamodules.fields.SphereGrid'"):
         check_config_matches(checkpoint, Module(), "x.ckpt")
 
 

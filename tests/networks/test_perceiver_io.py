@@ -196,6 +196,17 @@ def test_latents_stay_distinct_after_a_forward_pass(init, min_spread, min_entrop
     assert (math.log(SMALL["num_latents"]) - stats["decoder_entropy"] > min_entropy_gap).all()
 
 
+def test_encoder_reach_is_the_share_of_the_context_a_latent_reads():
+    torch.manual_seed(0)
+    context_coords, context_values = field(4, 48, signal_dim=1, seed=1)
+    flat = PerceiverIO(2, 1, init="hf", initializer_range=1e-6, **SMALL)  # logits ~0: every latent reads all 48
+    reach = flat.latent_statistics(context_coords, context_values, context_coords, context_values,
+                                   torch.tensor([0, 30, 60, 99]))["encoder_reach"]
+    torch.testing.assert_close(reach, torch.ones(4), atol=1e-4, rtol=0)
+    peaked = collapse_statistics("lucidrains")["encoder_reach"]
+    assert ((peaked > 1 / 48) & (peaked < 0.99)).all(), peaked
+
+
 def test_mixed_init_collapses_the_latents():
     # default Linears with 0.02 latents (the first version): one vector is added to every latent
     assert (collapse_statistics("mixed")["latent_spread"] < 0.1).all()

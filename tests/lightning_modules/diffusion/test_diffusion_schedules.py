@@ -28,6 +28,20 @@ def test_cosine_alpha_bar_matches_closed_form():
     assert np.all(np.diff(alphas_cumprod) < 0)
 
 
+@pytest.mark.parametrize("shift", [-4.0, 2.0])
+def test_shifted_cosine_moves_every_log_snr_by_the_shift(shift):
+    # Hoogeboom et al. 2023: log SNR_shifted(t) = log SNR_cosine(t) + shift, at every step before the clipped last one
+    log_snr = lambda betas: np.log(np.cumprod(1.0 - betas)) - np.log1p(-np.cumprod(1.0 - betas))  # noqa: E731
+    plain = get_named_beta_schedule("cosine", 1000)
+    shifted = get_named_beta_schedule("cosine", 1000, logsnr_shift=shift)
+    np.testing.assert_allclose((log_snr(shifted) - log_snr(plain))[:-1], shift, atol=1e-6)
+    np.testing.assert_array_equal(get_named_beta_schedule("cosine", 1000, logsnr_shift=0.0), plain)
+    diffusion = GaussianDiffusion(schedule="cosine", num_timesteps=1000, logsnr_shift=shift)
+    np.testing.assert_array_equal(diffusion.betas, shifted)
+    with pytest.raises(ValueError, match="schedule=cosine, or logsnr_shift=0"):
+        GaussianDiffusion(schedule="linear", logsnr_shift=shift)
+
+
 def test_quadratic_and_constant_schedules():
     quadratic = get_named_beta_schedule("quadratic", 50, beta_start=1e-4, beta_end=0.02)
     np.testing.assert_allclose(np.sqrt(quadratic), np.linspace(1e-2, math.sqrt(0.02), 50), rtol=1e-12)
